@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> 
     ("args", "env", "message"),
     [
         (["ask", "q", "--search", "bing"], {}, "--search must be one of sandbox, local, serper"),
-        (["ask", "q", "--reader", "gpt"], {}, "--reader must be extractive or llm"),
+        (["ask", "q", "--reader", "gpt"], {}, "--reader must be one of extractive, llm, not 'gpt'"),
         (["ask", "q", "--protocol", "react"], {}, "--protocol must be deepresearcher or search_r1"),
         (["ask", "q", "--search", "serper", "--base-url", "http://127.0.0.1:9/v1"], {"SERPER_API_KEY": ""}, "SERPER_API_KEY is not set"),
         (["ask", "q", "--search", "local", "--base-url", "http://127.0.0.1:9/v1"], {}, "--search local needs --corpus"),
@@ -30,6 +31,12 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> 
         (["train", "--set", "bogus=1"], {}, "unknown config key(s) bogus"),
         (["train", "--preset", "gpu"], {}, "unknown preset 'gpu'"),
         (["train", "--resume", "/nonexistent/run"], {}, "--resume needs a run directory"),
+        (["ask", "q", "--web", "replay"], {}, "--web replay needs --cache FILE"),
+        (["eval", "--data", "/nonexistent.jsonl", "--out", "/tmp/x"], {}, "/nonexistent.jsonl not found"),
+        (["eval", "--data", "/tmp/x.jsonl", "--out", "/tmp/x", "--env", "moon"], {}, "--env must be one of sandbox, local, web, replay"),
+        (["eval", "--data", "/tmp/x.jsonl", "--out", "/tmp/x", "--baseline", "magic"], {}, "--baseline must be one of"),
+        (["report", "/nonexistent/run"], {}, "/nonexistent/run"),
+        (["curate", "/nonexistent.parquet", "--out", "/tmp/o.parquet"], {}, "/nonexistent.parquet"),
     ],
 )
 def test_user_mistakes_give_one_clear_line_and_exit_2(args: list[str], env: dict[str, str], message: str) -> None:
@@ -44,11 +51,23 @@ def test_bad_option_value_is_rejected_by_the_parser() -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
-def test_every_flag_has_help_text() -> None:
-    result = run("ask", "--help")
-    assert result.returncode == 0
-    for flag in ("--model", "--base-url", "--search", "--reader", "--protocol", "--max-turns", "--gold", "--save"):
-        assert flag in result.stdout
+def test_every_flag_of_every_command_has_help_text() -> None:
+    import click
+    import typer
+
+    from researchrl.cli import app
+
+    def commands(group: click.Command, path: str) -> list[tuple[str, click.Command]]:
+        subs = getattr(group, "commands", {})
+        return [(path, group)] + [c for name, sub in subs.items() for c in commands(sub, f"{path} {name}")]
+
+    found = commands(typer.main.get_command(app), "researchrl")
+    assert {p for p, _ in found} >= {f"researchrl {c}" for c in ("ask", "train", "sft", "eval", "curate", "report")}
+    for path, command in found:
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                assert (param.help or "").strip(), f"{path} {param.opts[0]} has no help text"
+    assert run("eval", "--help").returncode == 0
 
 
 @pytest.mark.model
@@ -58,3 +77,20 @@ def test_ask_works_offline_out_of_the_box(tmp_path) -> None:  # noqa: ANN001
     assert result.returncode == 0, result.stderr[-2000:]
     assert "termination" in result.stdout and "a spirit" in result.stdout  # gold found from the sandbox questions
     assert saved.exists() and '"prompt_ids"' in saved.read_text()
+    assert "web: upstream calls" in result.stdout
+
+
+@pytest.mark.model
+def test_eval_works_offline_on_the_shared_questions(tmp_path, shared_data) -> None:  # noqa: ANN001
+    out = tmp_path / "eval"
+    data = shared_data / "wiki" / "questions.jsonl"
+    result = run("eval", "--data", str(data), "--limit", "5", "--out", str(out), "--max-new-tokens", "48",
+                 "--max-turns", "2", "--threads", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert [r["question_id"] for r in sorted(records, key=lambda r: r["question_id"])] == sorted(
+        json.loads(line)["id"] for line in data.read_text().splitlines()[:5])
+    tables = json.loads((out / "tables.json").read_text())
+    assert [row["source"] for row in tables["rows"]] == ["hotpotqa", "all"] and tables["rows"][-1]["questions"] == 5
+    assert "DeepResearcher" in {ref["method"] for ref in tables["reference"]}
+    assert "HotpotQA" in result.stdout and "web: upstream calls" in result.stdout

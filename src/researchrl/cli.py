@@ -1,4 +1,4 @@
-"""The `researchrl` command: ask (one episode, printed), sandbox (the offline web)."""
+"""The `researchrl` command: ask, train, sft, eval, curate, report, and the offline sandbox web."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from researchrl import options
 from researchrl.environment import SEARCH_NAMES, EnvConfig
 
 app = typer.Typer(
@@ -23,74 +24,84 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _mount_sandbox() -> None:
-    """Mount `researchrl sandbox ...` from its own module."""
+def _mount() -> None:
+    """Mount the commands that live in their own modules."""
+    from researchrl.data.curate_cli import curate
+    from researchrl.eval.cli import eval_command
+    from researchrl.report.cli import report
     from researchrl.sandbox.cli import app as sandbox_app
 
     app.add_typer(sandbox_app, name="sandbox", help="The offline sandbox web (search API + page server on loopback).")
+    app.command("eval")(eval_command)
+    app.command("curate")(curate)
+    app.command("report")(report)
 
 
-_mount_sandbox()
+_mount()
 
 
 def fail(message: str) -> typer.Exit:
     """One clear red line and a non-zero exit, for user mistakes and unreachable services."""
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     return typer.Exit(code=2)
 
 
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The question to research."),
-    model: str = typer.Option("embedded", help="HF path/directory, 'embedded' (SmolLM2-135M-Instruct), or with --base-url the served model name."),
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint of the policy (vLLM, llama.cpp, Ollama, hosted)."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the policy endpoint's key."),
-    tokenizer: Optional[str] = typer.Option(None, help="With --base-url: HF tokenizer of the served model; enables token-exact completions mode."),
+    model: str = options.MODEL,
+    base_url: Optional[str] = options.BASE_URL,
+    api_key_env: str = options.API_KEY_ENV,
+    tokenizer: Optional[str] = options.TOKENIZER,
     search: str = typer.Option("sandbox", help=f"Search backend: {' | '.join(SEARCH_NAMES)}."),
-    search_url: Optional[str] = typer.Option(None, help="Base URL override for the search provider (required for searxng)."),
+    search_url: Optional[str] = options.SEARCH_URL,
     corpus: Optional[Path] = typer.Option(None, help="JSONL/parquet corpus for --search local."),
     reader: str = typer.Option("extractive", help="Browsing reader: extractive (no LLM) | llm."),
     reader_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL of the reader LLM (--reader llm)."),
     reader_model: str = typer.Option("qwen-plus", help="Reader model name (--reader llm)."),
+    web: str = options.WEB,
+    cache: Optional[str] = options.CACHE,
     protocol: str = typer.Option("deepresearcher", help="Turn protocol: deepresearcher | search_r1."),
-    max_turns: int = typer.Option(10, min=1, help="Turn budget (paper: 10)."),
-    max_new_tokens: int = typer.Option(512, min=1, help="Tokens per policy turn (paper: 2000; lower keeps CPU runs quick)."),
-    temperature: float = typer.Option(0.0, min=0.0, help="Sampling temperature (0 = greedy, the paper's evaluation)."),
+    max_turns: int = options.MAX_TURNS,
+    max_new_tokens: int = options.MAX_NEW_TOKENS,
+    temperature: float = options.TEMPERATURE,
     gold: list[str] = typer.Option([], help="Gold answer(s) to score against; repeat the flag for aliases."),
-    threads: Optional[int] = typer.Option(None, min=1, help="Torch threads for a local model (default: the free cores)."),
+    threads: Optional[int] = options.THREADS,
     save: Optional[Path] = typer.Option(None, help="Also write the trajectory as JSON to this file."),
 ) -> None:
     """Run one research episode and print every turn: think, tool calls, observations, answer."""
     from researchrl.agent.loop import AgentConfig
     from researchrl.policy.base import Sampling
 
-    if search not in SEARCH_NAMES:
-        raise fail(f"--search must be one of {', '.join(SEARCH_NAMES)}, not {search!r}")
-    if reader not in ("extractive", "llm"):
-        raise fail(f"--reader must be extractive or llm, not {reader!r}")
     if protocol not in ("deepresearcher", "search_r1"):
         raise fail(f"--protocol must be deepresearcher or search_r1, not {protocol!r}")
-    env = EnvConfig(
-        search=search,  # type: ignore[arg-type]
-        search_url=search_url,
-        corpus=corpus,
-        reader=reader,  # type: ignore[arg-type]
-        reader_url=reader_url,
-        reader_model=reader_model,
-    )
+    try:
+        env = EnvConfig(
+            search=search,  # type: ignore[arg-type]
+            search_url=search_url,
+            corpus=corpus,
+            reader=reader,  # type: ignore[arg-type]
+            reader_url=reader_url,
+            reader_model=reader_model,
+            web=web,  # type: ignore[arg-type]
+            cache=cache,
+        )
+    except ValueError as err:
+        raise fail(str(err)) from None
     cfg = AgentConfig(
         protocol=protocol, max_turns=max_turns, sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens)
     )
     try:
-        trajectory = asyncio.run(_ask(question, gold, model, base_url, api_key_env, tokenizer, threads, env, cfg))
+        trajectory, web = asyncio.run(_ask(question, gold, model, base_url, api_key_env, tokenizer, threads, env, cfg))
     except Exception as err:  # noqa: BLE001 - only known user/environment errors are shown as one line
         message = _user_error(err)
         if message is None:
             raise
         raise fail(message) from None
-    from researchrl.display import print_trajectory
+    from researchrl.display import print_trajectory, web_summary
 
     print_trajectory(console, trajectory)
+    console.print(web_summary(web))
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
         save.write_text(json.dumps(asdict(trajectory), default=str, indent=1))
@@ -98,7 +109,7 @@ def ask(
 
 
 async def _ask(question, gold, model, base_url, api_key_env, tokenizer, threads, env, cfg):  # noqa: ANN001, ANN202
-    """Load the policy, open the environment, run the episode, close everything."""
+    """Load the policy, open the environment, run the episode, close everything; the episode and what the web cost."""
     from researchrl.agent.loop import run_episode
     from researchrl.environment import open_environment
     from researchrl.types import Question
@@ -108,7 +119,8 @@ async def _ask(question, gold, model, base_url, api_key_env, tokenizer, threads,
     try:
         async with open_environment(env, cfg.protocol) as tools:
             with console.status("researching…"):
-                return await run_episode(Question("ask", question, golds), policy, tools, cfg)
+                trajectory = await run_episode(Question("ask", question, golds), policy, tools, cfg)
+            return trajectory, tools.ledger.metrics()
     finally:
         await policy.aclose()
 
@@ -213,10 +225,13 @@ def sft(
 
 def _user_error(err: Exception) -> str | None:
     """The one-line message for errors a user can fix (keys, endpoints, paths, flags); None for bugs."""
+    from researchrl.eval.judge import JudgeAuthError
     from researchrl.policy.openai import PolicyUnavailable
+    from researchrl.rl.train import BudgetStop
     from researchrl.search.base import SearchError
+    from researchrl.web.cached import ReplayMiss
 
-    if isinstance(err, (PolicyUnavailable, SearchError, FileNotFoundError, ValueError)):
+    if isinstance(err, (PolicyUnavailable, SearchError, FileNotFoundError, ValueError, ReplayMiss, JudgeAuthError, BudgetStop)):
         return str(err)
     if isinstance(err, (ImportError, RuntimeError)) and "pip install" in str(err):
         return str(err)

@@ -57,3 +57,17 @@ def summary_table(trajectory: Trajectory) -> Table:
     for key, value in rows:
         table.add_row(Text(key, style="bold"), Text(value))
     return table
+
+
+def web_summary(metrics: dict[str, float]) -> str:
+    """One line of what the web cost (from Ledger.metrics()): upstream calls by kind, cache hits, USD."""
+    calls: dict[str, float] = {}
+    hits = 0.0
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 4 and parts[1] == "calls":
+            calls[parts[2]] = calls.get(parts[2], 0.0) + value
+        elif len(parts) == 4 and parts[1] == "hits":
+            hits += value
+    made = ", ".join(f"{int(n)} {kind}" for kind, n in sorted(calls.items())) or "none"
+    return f"web: upstream calls {made}; {int(hits)} served from cache; ${metrics.get('web/cost_usd_run', 0.0):.4f}"

@@ -14,6 +14,7 @@ from researchrl.agent.loop import AgentConfig, run_episode
 from researchrl.agent.protocols import get_protocol
 from researchrl.policy.base import Policy
 from researchrl.tools.base import Toolset
+from researchrl.tools.browse import BrowseTool
 from researchrl.tools.web_search import WebSearchTool
 from researchrl.types import Question, Trajectory
 from researchrl.web.http import FetchConfig
@@ -22,6 +23,8 @@ from researchrl.web.retry import RetryPolicy
 T = TypeVar("T")
 SearchName = Literal["sandbox", "local", "serper", "brave", "searxng", "tavily"]
 SEARCH_NAMES: tuple[str, ...] = ("sandbox", "local", "serper", "brave", "searxng", "tavily")
+WEB_MODES: tuple[str, ...] = ("live", "cache", "record", "replay")
+DEFAULT_CACHE = Path.home() / ".cache" / "researchrl" / "web.sqlite"
 
 
 @dataclass(frozen=True)
@@ -44,30 +47,52 @@ class EnvConfig:
     sandbox_faults: float = 0.0  # total injected fault rate on the in-process sandbox
     sandbox_seed: int = 0  # seed of the sandbox's fault sequence
     fetch: FetchConfig = field(default_factory=FetchConfig)
+    # --- the web at scale: cache, record/replay, limits, budgets, executor ---
+    web: Literal["live", "cache", "record", "replay"] = "cache"  # record: keep every response; replay: only from the file
+    cache: str | None = None  # SQLite path | redis://host:port/db | memory; default: memory offline, DEFAULT_CACHE online
+    failover: tuple[str, ...] = ()  # providers tried in order after `search` fails (e.g. ("brave", "searxng"))
+    search_qps: float | None = None  # requests/s per search provider, shared by every process using the same cache
+    breaker_failures: int = 5  # consecutive environment failures that open a provider's (or a host's) circuit
+    breaker_cooldown: float = 30.0  # seconds an open circuit refuses calls before one trial call
+    prices: tuple[tuple[str, float], ...] = ()  # USD per call overrides: (("serper", 0.001), ("reader:qwen-plus", 0.002))
+    step_budget_usd: float | None = None  # spend cap per training step: past it, tools answer with a budget observation
+    run_budget_usd: float | None = None  # spend cap per run: the run checkpoints and stops when it is reached
+    ledger_path: Path | None = None  # a saved ledger (a run's ledger.json) whose totals this environment continues
+    executor: Literal["local", "ray"] = "local"  # ray: search, fetch and read calls run on a pool of Ray actors
+    ray_address: str | None = None  # a Ray cluster address; None starts a local Ray
+    ray_workers: int = 2  # tool worker actors in the pool
+
+    def __post_init__(self) -> None:
+        choices = {"search": SEARCH_NAMES, "web": WEB_MODES, "reader": ("extractive", "llm"), "executor": ("local", "ray")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        provider_names(self)
 
 
-def _backend(cfg: EnvConfig, sandbox_url: str | None):  # noqa: ANN202
-    """The search backend a config names; keys are read from the environment by each client."""
+def _backend(cfg: EnvConfig, name: str, sandbox_url: str | None):  # noqa: ANN202
+    """The search backend named `name`; keys are read from the environment by each client."""
     limits = {"timeout": cfg.search_timeout, "retry": cfg.search_retry}
-    if cfg.search in ("sandbox", "serper"):
+    url = cfg.search_url if name == cfg.search else None  # --search-url belongs to the first provider
+    if name in ("sandbox", "serper"):
         from researchrl.search.serper import SerperSearch
 
-        if sandbox_url:
+        if name == "sandbox":
             return SerperSearch(api_key="sandbox", base_url=sandbox_url, **limits)
-        return SerperSearch(base_url=cfg.search_url or "https://google.serper.dev", **limits)
-    if cfg.search == "brave":
+        return SerperSearch(base_url=url or "https://google.serper.dev", **limits)
+    if name == "brave":
         from researchrl.search.brave import BraveSearch
 
-        return BraveSearch(base_url=cfg.search_url or "https://api.search.brave.com", **limits)
-    if cfg.search == "tavily":
+        return BraveSearch(base_url=url or "https://api.search.brave.com", **limits)
+    if name == "tavily":
         from researchrl.search.tavily import TavilySearch
 
-        return TavilySearch(base_url=cfg.search_url or "https://api.tavily.com", **limits)
-    if cfg.search == "searxng":
+        return TavilySearch(base_url=url or "https://api.tavily.com", **limits)
+    if name == "searxng":
         from researchrl.search.searxng import SearxngSearch
 
-        return SearxngSearch(base_url=cfg.search_url, **limits)
-    raise ValueError(f"unknown search backend {cfg.search!r}: choose one of {', '.join(SEARCH_NAMES)}")
+        return SearxngSearch(base_url=url, **limits)
+    raise ValueError(f"unknown search backend {name!r}: choose one of {', '.join(SEARCH_NAMES)}")
 
 
 def _reader(cfg: EnvConfig):  # noqa: ANN202
@@ -81,43 +106,150 @@ def _reader(cfg: EnvConfig):  # noqa: ANN202
     return LLMReader(base_url=cfg.reader_url, model=cfg.reader_model, api_key_env=cfg.reader_key_env)
 
 
-@contextlib.asynccontextmanager
-async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> AsyncIterator[Toolset]:
-    """Start what the environment needs (the sandbox server for the default), yield its tools, stop everything."""
-    from researchrl.tools.browse import BrowseTool
-    from researchrl.web.http import Fetcher
+def provider_names(cfg: EnvConfig) -> list[str]:
+    """Search providers in failover order, as cache keys and the ledger name them (sandbox results are keyed apart)."""
+    names = [cfg.search, *cfg.failover]
+    for name in names:
+        if name not in SEARCH_NAMES or (name == "local" and len(names) > 1) or (name == "sandbox" and name != names[0]):
+            raise ValueError(f"bad search chain {' > '.join(names)}: providers are {', '.join(SEARCH_NAMES[2:])}")
+    return names
 
-    async with contextlib.AsyncExitStack() as stack:
-        fetch_cfg, sandbox_url = cfg.fetch, None
-        if cfg.search == "sandbox":
-            server = start_sandbox(cfg)
-            stack.callback(server.stop)
-            sandbox_url = server.url
-            # our own loopback server: allowlisted past the SSRF guard, and no per-site politeness limit needed
-            fetch_cfg = replace(
-                fetch_cfg,
-                allow_hosts=fetch_cfg.allow_hosts | {f"{server.host}:{server.port}"},
-                per_host_concurrency=max(fetch_cfg.per_host_concurrency, 256),
-            )
-        if cfg.search == "local":
+
+def store_spec(cfg: EnvConfig) -> str:
+    """Where responses are cached: the configured store; else memory offline and the user cache file online."""
+    if cfg.cache:
+        return cfg.cache
+    if cfg.web in ("record", "replay"):
+        raise ValueError(f"--web {cfg.web} needs --cache FILE (the recording to {cfg.web.rstrip('e')}e into)")
+    return "memory" if cfg.search in ("sandbox", "local") else str(DEFAULT_CACHE)
+
+
+@dataclass(frozen=True)
+class Upstreams:
+    """Builds the raw search providers, page source and reader; picklable, so a Ray worker can build its own."""
+
+    cfg: EnvConfig
+    sandbox_url: str | None
+    fetch: FetchConfig
+
+    def __call__(self) -> tuple[dict[str, Any], Any, Any]:
+        """(providers by name, pages, reader), each with its own connections."""
+        from researchrl.web.http import Fetcher
+
+        if self.cfg.search == "local":
             from researchrl.search.local import LocalSearch
 
-            if cfg.corpus is None:
+            if self.cfg.corpus is None:
                 raise ValueError("--search local needs --corpus PATH (a JSONL or parquet file of {id, title, text})")
-            backend = LocalSearch.from_path(cfg.corpus)
-            pages = backend
+            local = LocalSearch.from_path(self.cfg.corpus)
+            return {"local": local}, local, _reader(self.cfg)
+        providers = {name: _backend(self.cfg, name, self.sandbox_url) for name in provider_names(self.cfg)}
+        return providers, Fetcher(self.fetch), _reader(self.cfg)
+
+
+async def _close(*things: Any) -> None:
+    """Close every upstream that has connections."""
+    for thing in things:
+        close = getattr(thing, "aclose", None)
+        if close is not None:
+            await close()
+
+
+@contextlib.asynccontextmanager
+async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> AsyncIterator[Toolset]:
+    """Start what the environment needs, yield its tools, stop everything.
+
+    Layers, outermost first: cache (single-flight, record/replay) → failover → per-provider guard (circuit breaker,
+    rate limit, budget, ledger) → the provider itself, local or on a Ray worker. Replay builds no upstream at all.
+    """
+    from researchrl.search.failover import FailoverSearch
+    from researchrl.web.cache import SingleFlight, open_store
+    from researchrl.web.cached import CachedPages, CachedReader, CachedSearch, CacheTTL
+    from researchrl.web.guard import GuardedPages, GuardedReader, GuardedSearch
+    from researchrl.web.ledger import Ledger, Prices
+    from researchrl.web.limits import Breakers, CircuitBreaker, RateLimit
+
+    if cfg.web not in WEB_MODES:
+        raise ValueError(f"--web must be one of {', '.join(WEB_MODES)}, not {cfg.web!r}")
+    names = provider_names(cfg)
+    async with contextlib.AsyncExitStack() as stack:
+        store = open_store(store_spec(cfg))
+        stack.push_async_callback(store.aclose)
+        prices = Prices(dict(cfg.prices))
+        if cfg.ledger_path is not None and cfg.ledger_path.exists():  # a resumed run keeps counting its spend
+            ledger = Ledger.from_json(cfg.ledger_path.read_text(), prices, cfg.step_budget_usd, cfg.run_budget_usd)
         else:
-            backend = _backend(cfg, sandbox_url)
-            pages = Fetcher(fetch_cfg)
-            stack.push_async_callback(pages.aclose)
-        stack.push_async_callback(backend.aclose)
+            ledger = Ledger(prices, cfg.step_budget_usd, cfg.run_budget_usd)
+        breaker = {"failures": cfg.breaker_failures, "cooldown": cfg.breaker_cooldown}
+        search = pages = reader = None
+        if cfg.web != "replay":
+            providers, pages, reader = await _upstreams(cfg, stack)
+            guarded = [
+                GuardedSearch(
+                    providers[name],
+                    RateLimit(store, f"search:{name}", cfg.search_qps) if cfg.search_qps else None,
+                    CircuitBreaker(**breaker),
+                    ledger,
+                    provider=name,  # the sandbox speaks Serper's API but costs nothing
+                )
+                for name in names
+            ]
+            search = guarded[0] if len(guarded) == 1 else FailoverSearch(guarded)
+            pages = GuardedPages(pages, Breakers(**breaker), ledger)
+            if cfg.reader == "llm":
+                reader = GuardedReader(reader, None, CircuitBreaker(**breaker), ledger, provider=f"reader:{cfg.reader_model}")
+        elif cfg.reader == "extractive":
+            reader = _reader(cfg)
+        if cfg.web != "live":
+            flight, ttl = SingleFlight(), CacheTTL()
+            chain = names[0] if len(names) == 1 else f"failover({'>'.join(names)})"
+            search = CachedSearch(search, store, cfg.web, ttl, flight, counter=ledger, provider=chain)
+            pages = CachedPages(pages, store, cfg.web, ttl, flight, counter=ledger)
+            reader = CachedReader(reader, store, cfg.web, ttl, flight, counter=ledger, **await _reader_identity(cfg))
+        stack.push_async_callback(_close, search, pages, reader)
         style = "search_r1" if protocol == "search_r1" else "deepresearcher"
-        tools = [WebSearchTool(backend, top_k=cfg.top_k, style=style, snippet_chars=cfg.snippet_chars)]
+        tools = [WebSearchTool(search, top_k=cfg.top_k, style=style, snippet_chars=cfg.snippet_chars)]
         if "browse_webpage" in get_protocol(protocol).tool_names:
             tools.append(
-                BrowseTool(pages, _reader(cfg), segment_chars=cfg.segment_chars, max_segments_per_url=cfg.max_segments_per_url)
+                BrowseTool(pages, reader, segment_chars=cfg.segment_chars, max_segments_per_url=cfg.max_segments_per_url)
             )
-        yield Toolset(tools)
+        yield Toolset(tools, ledger=ledger)
+
+
+async def _reader_identity(cfg: EnvConfig) -> dict[str, str]:
+    """What keys the LLM reader's cached answers (model, endpoint, prompt); the extractive reader is not cached."""
+    if cfg.reader != "llm":
+        return {}
+    reader = _reader(cfg)
+    await reader.aclose()
+    return {"reader_id": reader.cache_id, "provider": f"reader:{cfg.reader_model}"}
+
+
+async def _upstreams(cfg: EnvConfig, stack: contextlib.AsyncExitStack) -> tuple[dict[str, Any], Any, Any]:
+    """The raw providers, pages and reader: in this process, or proxies to a pool of Ray tool workers."""
+    fetch_cfg, sandbox_url = cfg.fetch, None
+    if cfg.search == "sandbox":
+        server = start_sandbox(cfg)
+        stack.callback(server.stop)
+        sandbox_url = server.url
+        # our own loopback server: allowlisted past the SSRF guard, and no per-site politeness limit needed
+        fetch_cfg = replace(
+            fetch_cfg,
+            allow_hosts=fetch_cfg.allow_hosts | {f"{server.host}:{server.port}"},
+            per_host_concurrency=max(fetch_cfg.per_host_concurrency, 256),
+        )
+    factory = Upstreams(cfg, sandbox_url, fetch_cfg)
+    if cfg.executor == "local":
+        return factory()
+    if cfg.executor != "ray":
+        raise ValueError(f"executor must be 'local' or 'ray', not {cfg.executor!r}")
+    from researchrl.distributed.tools import RayToolPool
+
+    pool = RayToolPool(factory, workers=cfg.ray_workers, address=cfg.ray_address)
+    await pool.start()
+    stack.push_async_callback(pool.aclose)
+    names = provider_names(cfg)
+    return {name: pool.search(name=name) for name in names}, pool.pages(), pool.reader()
 
 
 def start_sandbox(cfg: EnvConfig):  # noqa: ANN201

@@ -152,3 +152,15 @@ Important note: Use the same language as the user's main question for the short 
 </webpage_content>
 
 Now think and extract the incremental information that could help answer the main question or the sub-question."""
+
+# Baselines (paper §4.2 compares prompt-based methods): answer from the model's own knowledge (CoT), or from the
+# top search snippets of the question pasted into the prompt (RAG). Same tags as the agent, so the same reward applies.
+COT_INSTRUCTION = (
+    "Answer the question. First think step by step inside <think> and </think>, then give only the final short "
+    "answer inside <answer> and </answer>, without detailed illustrations. For example, <answer> Beijing </answer>."
+)
+RAG_INSTRUCTION = (
+    "Answer the question using the documents below where they help. First think step by step inside <think> and "
+    "</think>, then give only the final short answer inside <answer> and </answer>, without detailed illustrations. "
+    "For example, <answer> Beijing </answer>."
+)

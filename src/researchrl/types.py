@@ -16,6 +16,7 @@ class Question:
     question: str
     answers: tuple[str, ...]
     source: str = ""
+    context: str = ""  # documents shown with the question (RAG baseline only; agents search for themselves)
 
     @property
     def ground_truth(self) -> str:

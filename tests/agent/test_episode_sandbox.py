@@ -149,6 +149,7 @@ async def test_bad_tool_json_is_a_format_error_with_minus_one() -> None:
 async def test_200_concurrent_episodes_with_30_percent_faults_all_finish() -> None:
     fast = RetryPolicy(attempts=3, base_delay=0.02, max_delay=0.1, max_retry_after=0.2)
     env = EnvConfig(
+        web="live",  # every call goes upstream: this test is about faults, not the cache
         sandbox_faults=0.3,
         sandbox_seed=11,
         search_timeout=0.5,
@@ -161,7 +162,7 @@ async def test_200_concurrent_episodes_with_30_percent_faults_all_finish() -> No
             asyncio.gather(*(run_episode(q, ScriptedPolicy(expert("a spirit"), ByteChatTokenizer()), tools, AgentConfig()) for q in questions)),
             timeout=120,
         )
-        sandbox_url = tools.tools["web_search"].backend.base_url
+        sandbox_url = tools.tools["web_search"].backend.upstream.base_url  # the guard's upstream: the Serper client
         async with httpx.AsyncClient() as client:
             injected = (await client.get(f"{sandbox_url}/_faults")).json()
     assert len(trajectories) == 200

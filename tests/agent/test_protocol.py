@@ -101,3 +101,16 @@ def test_any_text_parses_to_a_typed_action(text: str) -> None:
 def test_any_json_in_a_tool_call_parses_to_a_typed_action(payload: object) -> None:
     action = DR.parse(f"<think>t</think><tool_call>{json.dumps(payload)}</tool_call>")
     assert isinstance(action, (ToolCall, FormatError))
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                    max_leaves=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=JSON | st.sampled_from(["web_search", "browse_webpage"]), arguments=JSON)
+def test_any_name_and_arguments_parse_to_a_typed_action(name: object, arguments: object) -> None:
+    # a real GRPO rollout once wrote {"name": [...], ...}: a list name must be a format error, not a TypeError
+    action = DR.parse(call(name, arguments))  # type: ignore[arg-type]
+    assert isinstance(action, (ToolCall, FormatError))

@@ -37,7 +37,7 @@ def test_prompt_is_the_qwen_layout_with_tools_and_think_prefill(tokenizer) -> No
     text = tokenizer.decode(transcript.prompt_ids)
     tool_lines = "\n".join(json.dumps(t, ensure_ascii=False) for t in TOOLS)
     assert text.startswith("<|im_start|>system\n## Background information \n* Today is 2026-11-22\n")
-    assert f"yes or no.\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n" in text
+    assert "yes or no.\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n" in text
     assert f"<tools>\n{tool_lines}\n</tools>" in text
     assert text.endswith(
         '"arguments": <args-json-object>}\n</tool_call><|im_end|>\n'

@@ -6,6 +6,7 @@ GRPO steps with a checkpoint after each, then a second run resumed from checkpoi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -16,7 +17,7 @@ import pytest
 from researchrl.data.load import load_questions
 from researchrl.environment import RunningEnvironment
 from researchrl.rl.config import TrainConfig
-from researchrl.rl.train import agent_config, env_config
+from researchrl.rl.train import BudgetStop, agent_config, env_config
 
 pytestmark = pytest.mark.model
 
@@ -57,7 +58,19 @@ def run(tmp_path_factory, shared_data):  # noqa: ANN001, ANN201
     shutil.copytree(a / "grpo" / "checkpoint-1", b / "grpo" / "checkpoint-1")
     resumed = Rollout(questions, env, agent_config(CFG, greedy=False), log_path=b / "trajectories.jsonl")
     run_grpo(str(sft_model), questions, resumed, CFG, b / "grpo", b / "metrics.jsonl", resume=str(b / "grpo" / "checkpoint-1"))
-    yield {"a": a, "b": b, "sft": sft_model, "final": final, "env": env, "questions": questions}
+    # a run whose web budget is spent: the step completes, is checkpointed, and the run stops with BudgetStop
+    c = root / "c"
+    c.mkdir()
+    broke = dataclasses.replace(env_config(CFG, c), prices=(("sandbox", 0.01),), run_budget_usd=0.0)
+    env_c = RunningEnvironment(broke, "deepresearcher")
+    stopped = Rollout(questions, env_c, agent_config(CFG, greedy=False), log_path=c / "trajectories.jsonl")
+    try:
+        with pytest.raises(BudgetStop) as budget_stop:
+            run_grpo(str(sft_model), questions, stopped, CFG, c / "grpo", c / "metrics.jsonl")
+    finally:
+        env_c.close()
+    yield {"a": a, "b": b, "c": c, "budget_stop": str(budget_stop.value), "sft": sft_model, "final": final, "env": env,
+           "questions": questions}
     env.close()
 
 
@@ -129,3 +142,19 @@ def test_rollout_func_masks_exactly_the_observation_tokens(run) -> None:  # noqa
         assert "<tool_response>" not in trained and "<|im_start|>user" not in trained
         if "<tool_response>" in tokenizer.decode(ids):
             assert "<tool_response>" in masked_out
+
+
+def test_a_spent_run_budget_checkpoints_the_step_and_stops(run) -> None:  # noqa: ANN001
+    c = run["c"]
+    assert (c / "grpo" / "checkpoint-1").is_dir(), "the step that spent the budget must be checkpointed"
+    assert not (c / "grpo" / "checkpoint-2").exists() and not (c / "grpo" / "model").exists()
+    assert "run budget $0.0 reached at step 1" in run["budget_stop"] and "--resume" in run["budget_stop"]
+    logged = read_jsonl(c / "trajectories.jsonl")
+    assert {r["step"] for r in logged} == {1} and len(logged) == CFG.group_size * CFG.questions_per_step
+    searched = [r for r in logged if "web_search" in r["tool_calls"]]
+    for record in searched:  # every priced search was refused and answered with a budget observation
+        assert "search_budget_exhausted" in record["tool_errors"]
+    ledger = json.loads((c / "ledger.json").read_text())
+    assert ledger, "the ledger is saved beside the metrics for a resume"
+    metrics = read_jsonl(c / "metrics.jsonl")
+    assert metrics[-1]["web/cost_usd_run"] == 0.0

@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from researchrl.sandbox.cli import app
 
 OPTIONS = ["--port", "--host", "--passages", "--seed", "--latency-ms", "--latency-p99-ms", "--fault-rate",
-           "--rate-429", "--rate-500", "--rate-timeout", "--rate-truncated", "--rate-captcha"]
+           "--rate-429", "--rate-500", "--rate-timeout", "--rate-truncated", "--rate-captcha", "--rate-garbage-json",
+           "--rate-redirect-loop", "--rate-huge-page", "--rate-binary", "--rate-bad-encoding", "--huge-page-length",
+           "--hang-s", "--retry-after-s", "--faults-on"]
 SERVE = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
          "from researchrl.sandbox.cli import app; app()")
 
@@ -29,10 +31,13 @@ def test_bad_fault_options_are_refused() -> None:
     assert CliRunner().invoke(app, ["serve", "--rate-500", "0.8", "--rate-429", "0.8"]).exit_code == 2
     assert CliRunner().invoke(app, ["serve", "--faults-on", "everything"]).exit_code == 2
     assert CliRunner().invoke(app, ["serve", "--fault-rate", "1.5"]).exit_code == 2
+    assert CliRunner().invoke(app, ["serve", "--faults-on", "search,nowhere"]).exit_code == 2
+    assert CliRunner().invoke(app, ["serve", "--huge-page-length", "sometimes"]).exit_code == 2
+    assert CliRunner().invoke(app, ["serve", "--rate-binary", "0.6", "--rate-huge-page", "0.6"]).exit_code == 2
 
 
 def test_serve_runs_until_ctrl_c() -> None:
-    command = [sys.executable, "-c", SERVE, "serve", "--port", "0", "--rate-429", "1", "--faults-on", "search"]
+    command = [sys.executable, "-c", SERVE, "serve", "--port", "0", "--rate-429", "1", "--faults-on", "search,reader"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}) as process:
         assert process.stdout is not None
@@ -42,9 +47,11 @@ def test_serve_runs_until_ctrl_c() -> None:
             url = match.group(0)
             assert httpx.post(f"{url}/search", json={"q": "Alû"}).status_code == 429
             assert httpx.get(f"{url}/wiki/Alû").status_code == 200
+            assert httpx.post(f"{url}/v1/chat/completions", json={"messages": []}).status_code == 429
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=15) == 0
         finally:
             process.kill()
         output = process.stdout.read()
     assert "POST" in output and "/search" in output and "/wiki/" in output and "Stopped." in output
+    assert "/v1/chat/completions" in output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from contextlib import AbstractContextManager
 import httpx
 import pytest
 
-from researchrl.sandbox.faults import FaultConfig
+from researchrl.sandbox.faults import APPLIES_TO, TARGETS, FaultConfig
 from researchrl.sandbox.server import SandboxServer
 
 Faulty = Callable[..., AbstractContextManager[SandboxServer]]
@@ -26,6 +27,46 @@ def test_config_is_checked() -> None:
         FaultConfig(latency_ms=100, latency_p99_ms=50)
     with pytest.raises(ValueError):
         FaultConfig(targets=("search", "everything"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        FaultConfig(rate_garbage_json=0.6, rate_500=0.6)  # both hit search and the reader
+    with pytest.raises(ValueError):
+        FaultConfig(huge_page_length="sometimes")  # type: ignore[arg-type]
+    FaultConfig(rate_garbage_json=0.6, rate_huge_page=0.6)  # no endpoint gets both: each target stays under 1
+
+
+def _old_draw(rates: list[float], seed: int, n: int) -> str | None:
+    """The draw as it was with the original five kinds, kept here to pin their seeded sequences."""
+    u, acc = random.Random(f"{seed}/{n}").random(), 0.0
+    for kind, rate in zip(("http_429", "http_500", "timeout", "truncated", "captcha"), rates):
+        acc += rate
+        if u < acc:
+            return kind
+    return None
+
+
+def test_old_seeded_sequences_are_unchanged_while_new_rates_are_zero() -> None:
+    rates = [0.05, 0.1, 0.05, 0.1, 0.2]
+    config = FaultConfig(seed=5, rate_429=0.05, rate_500=0.1, rate_timeout=0.05, rate_truncated=0.1, rate_captcha=0.2)
+    for n in range(3000):
+        old = _old_draw(rates, 5, n)
+        assert config.draw(n)[0] == config.draw(n, "search")[0] == config.draw(n, "pages")[0] == old
+
+
+def test_a_kind_is_drawn_only_at_targets_it_applies_to() -> None:
+    config = FaultConfig(rate_captcha=0.3, rate_huge_page=0.3, rate_garbage_json=0.3)
+    drawn = {target: {config.draw(n, target)[0] for n in range(500)} for target in TARGETS}
+    assert drawn == {"search": {"captcha", "garbage_json", None}, "pages": {"captcha", "huge_page", None},
+                     "reader": {"garbage_json", None}}
+    assert all(target in APPLIES_TO[kind] for target, kinds in drawn.items() for kind in kinds - {None})
+
+
+def test_huge_page_length_coin_is_seeded() -> None:
+    either = FaultConfig(seed=3)
+    coins = [either.declares_length(n) for n in range(64)]
+    assert set(coins) == {True, False} and coins == [FaultConfig(seed=3).declares_length(n) for n in range(64)]
+    assert coins != [FaultConfig(seed=4).declares_length(n) for n in range(64)]
+    assert all(FaultConfig(huge_page_length="declared").declares_length(n) for n in range(8))
+    assert not any(FaultConfig(huge_page_length="chunked").declares_length(n) for n in range(8))
 
 
 def test_lognormal_latency_has_the_asked_median_and_p99() -> None:
@@ -95,7 +136,8 @@ def test_targets_scope_faults_and_health_is_never_faulted(faulty: Faulty) -> Non
         assert httpx.post(f"{server.url}/search", json={"q": "Alû"}).status_code == 500
         assert httpx.get(f"{server.url}/healthz").status_code == 200
         assert httpx.get(f"{server.url}/_faults").json() == server.faults == {
-            "requests": 1, "http_429": 0, "http_500": 1, "timeout": 0, "truncated": 0, "captcha": 0}
+            "requests": 1, "http_429": 0, "http_500": 1, "timeout": 0, "truncated": 0, "captcha": 0,
+            "garbage_json": 0, "redirect_loop": 0, "huge_page": 0, "binary": 0, "bad_encoding": 0}
 
 
 def _outcomes(server: SandboxServer, n: int) -> list[str]:

@@ -1,14 +1,16 @@
-"""SandboxServer starts on loopback, serves from sync and async code, and stops with its thread joined."""
+"""SandboxServer starts on loopback, serves from sync and async code, and stops with its thread joined; Blackhole hangs connects."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import httpx
+import pytest
 
 from researchrl.sandbox.config import SandboxConfig
-from researchrl.sandbox.server import SandboxServer
+from researchrl.sandbox.server import Blackhole, SandboxServer
 
 
 def test_starts_on_a_free_loopback_port_and_stops_cleanly() -> None:
@@ -38,3 +40,16 @@ async def test_async_context_manager() -> None:
         response = await client.post(f"{server.url}/search", json={"q": "Christopher Nolan", "num": 1})
         assert response.json()["organic"][0]["title"] == "Christopher Nolan"
     assert server.port is None
+
+
+def test_blackhole_connects_time_out_instead_of_being_refused() -> None:
+    with Blackhole() as hole:
+        assert hole.url == f"http://127.0.0.1:{hole.port}"
+        for _ in range(2):  # the queue stays full: every attempt hangs, none is refused
+            start = time.perf_counter()
+            with pytest.raises(httpx.ConnectTimeout):
+                httpx.get(hole.url, timeout=httpx.Timeout(5.0, connect=0.3))
+            assert 0.25 <= time.perf_counter() - start < 3.0
+        port = hole.port
+    with pytest.raises(httpx.ConnectError):  # once stopped, the port refuses at once
+        httpx.get(f"http://127.0.0.1:{port}", timeout=httpx.Timeout(5.0, connect=2.0))

@@ -48,7 +48,7 @@ async def run_episode(
     """Run one episode token-in/token-out; environment faults arrive as observations, never as exceptions."""
     protocol: TurnProtocol = get_protocol(cfg.protocol)
     tokenizer = policy.tokenizer
-    transcript = render.start(tokenizer, protocol, question.question, tools.schemas)
+    transcript = render.start(tokenizer, protocol, question.question, tools.schemas, question.context)
     state = EpisodeState(question.question)
     turns: list[Turn] = []
     termination: Termination = "turn_budget"

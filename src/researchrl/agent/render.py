@@ -47,19 +47,31 @@ def frame_for(tokenizer: ChatTokenizer) -> ChatFrame:
     return derive_frame(tokenizer)
 
 
-def opening_messages(protocol: TurnProtocol, question: str, tools: list[dict]) -> list[Message]:
+# Stands in for retrieved documents while the chat template is applied, so they can be tokenized as untrusted text.
+_CONTEXT_SLOT = "\x00researchrl-context\x00"
+
+
+def opening_messages(protocol: TurnProtocol, question: str, tools: list[dict], context: str = "") -> list[Message]:
     """The protocol's first messages, with tool schemas in the system text (for chat-only endpoints)."""
-    messages = protocol.messages(question)
+    messages = protocol.messages(question, context)
     if protocol.uses_tool_schemas and messages and messages[0].role == "system":
         messages[0] = Message("system", messages[0].content + tools_block(tools))
     return messages
 
 
-def start(tokenizer: ChatTokenizer, protocol: TurnProtocol, question: str, tools: list[dict]) -> Transcript:
-    """Prompt tokens: the chat template over the opening messages, the generation header, and the forced prefill."""
+def start(
+    tokenizer: ChatTokenizer, protocol: TurnProtocol, question: str, tools: list[dict], context: str = ""
+) -> Transcript:
+    """Prompt tokens: the chat template over the opening messages, the generation header, and the forced prefill.
+
+    Retrieved documents (`context`, RAG baseline) are web text: they are tokenized as untrusted pieces.
+    """
     schemas = tools if protocol.uses_tool_schemas else None
-    text = tokenizer.render_chat(protocol.messages(question), schemas, add_generation_prompt=True) + protocol.prefill
-    return Transcript(tokenizer.encode(text, trusted=True), opening_messages(protocol, question, tools))
+    slot = _CONTEXT_SLOT if context else ""
+    text = tokenizer.render_chat(protocol.messages(question, slot), schemas, add_generation_prompt=True) + protocol.prefill
+    head, _, tail = text.partition(slot) if slot else (text, "", "")
+    ids = encode_pieces(tokenizer, [(head, True), (context, False), (tail, True)])
+    return Transcript(ids, opening_messages(protocol, question, tools, context))
 
 
 def encode_pieces(tokenizer: ChatTokenizer, pieces: list[tuple[str, bool]]) -> list[int]:

@@ -1,12 +1,14 @@
-"""Rows of .jsonl and .parquet files, read one way by the QA loader and the local corpus.
+"""Rows of .jsonl, .parquet and .csv files, read one way by the QA loader and the local corpus.
 
-Unreadable input is a ValueError naming the file, and the line of bad JSON; a missing file stays FileNotFoundError.
+Unreadable input is a ValueError naming the file, and the line of bad JSON (or, given `on_bad`, a skipped
+line reported to it); a missing file stays FileNotFoundError.
 """
 
 from __future__ import annotations
 
+import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,13 @@ def parquet_rows(path: Path, table: pa.Table) -> Iterator[tuple[str, Any]]:
         yield f"{path} row {i}", row
 
 
-def jsonl_rows(path: Path, label: str = "{path}: line {line}") -> Iterator[tuple[str, Any]]:
-    """Decoded non-blank lines, each labelled by formatting `label` with the path and 1-based line number."""
+def jsonl_rows(
+    path: Path, label: str = "{path}: line {line}", on_bad: Callable[[str, str], None] | None = None
+) -> Iterator[tuple[str, Any]]:
+    """Decoded non-blank lines, each labelled by formatting `label` with the path and 1-based line number.
+
+    A line of bad JSON raises ValueError, or with `on_bad` is passed to it as (label, reason) and skipped.
+    """
     with path.open(encoding="utf-8") as f:
         try:
             for number, line in enumerate(f, 1):
@@ -39,7 +46,23 @@ def jsonl_rows(path: Path, label: str = "{path}: line {line}") -> Iterator[tuple
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from e
+                    if on_bad is None:
+                        raise ValueError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from e
+                    on_bad(where, f"invalid JSON: {e.msg} (column {e.colno})")
+                    continue
                 yield where, row
         except UnicodeDecodeError as e:
             raise ValueError(f"{path}: not UTF-8 text: {e}") from e
+
+
+def read_csv(path: Path) -> tuple[list[str], list[tuple[str, dict[str, str | None]]]]:
+    """Header and records (labelled `<path> row <i>`, 0-based) of a UTF-8 CSV; a short record's missing cells are None."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            records = [(f"{path} row {i}", {k: v for k, v in row.items() if k is not None}) for i, row in enumerate(reader)]
+            return list(reader.fieldnames or []), records
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text: {e}") from e
+    except csv.Error as e:
+        raise ValueError(f"{path}: not a readable CSV file ({e})") from e

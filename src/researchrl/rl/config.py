@@ -47,6 +47,16 @@ class TrainConfig:
     sft_examples: int = 32  # expert trajectories kept for the warm-up
     sft_epochs: float = 1.0
     sft_learning_rate: float = 5e-5
+    # --- the environment (see EnvConfig) ---
+    search: str = "sandbox"  # sandbox (offline) | serper | brave | searxng | tavily (paper: serper)
+    web: str = "cache"  # live | cache | record | replay
+    cache: str | None = None  # cache store: SQLite file | redis://... | memory (default: memory offline)
+    search_qps: float | None = None  # requests/s per search provider, shared across processes by the cache store
+    step_budget_usd: float | None = None  # spend cap per GRPO step (tools then answer with a budget observation)
+    run_budget_usd: float | None = None  # spend cap per run: the run checkpoints and stops when reached
+    executor: str = "local"  # local | ray (tool calls on a pool of Ray actors)
+    ray_address: str | None = None  # Ray cluster address (None: a local Ray)
+    ray_workers: int = 2  # Ray tool workers
     # --- scale-out (not used on CPU) ---
     use_vllm: bool = False
     vllm_server_base_url: str | None = None
@@ -136,6 +146,8 @@ def _coerce(kind: Any, value: Any) -> Any:
             return None if value.lower() == "none" else int(value)
         if text == "str | None":
             return None if value.lower() == "none" else value
+        if text == "float | None":
+            return None if value.lower() == "none" else float(value)
         if text == "Path":
             return Path(value)
     except ValueError:

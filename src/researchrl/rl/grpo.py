@@ -63,12 +63,25 @@ def grpo_args(cfg: TrainConfig, out_dir: Path) -> Any:
 
 
 class MetricsLog(TrainerCallback):
-    """A TrainerCallback writing one JSON line per optimizer step: TRL's logs plus our phase timings."""
+    """A TrainerCallback writing one JSON line per optimizer step: TRL's logs, our phase timings and web spend.
+
+    When the run's spend cap is reached, the step that reached it finishes, is checkpointed, and training stops.
+    """
 
     def __init__(self, path: Path, rollout: Rollout):
         self.path = path
         self.rollout = rollout
         self.step_started = 0.0
+        self.budget_stop_step: int | None = None
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        """Save the ledger beside the metrics; checkpoint and stop once the run budget is spent."""
+        ledger = self.rollout.env.tools.ledger
+        (self.path.parent / "ledger.json").write_text(ledger.to_json())
+        if ledger.run_exhausted:
+            control.should_save = True
+            control.should_training_stop = True
+            self.budget_stop_step = state.global_step
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
         """Start the step clock (generation happens inside the step)."""
@@ -99,8 +112,11 @@ def run_grpo(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer
 
+    from researchrl.rl.train import BudgetStop
+
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
+    log = MetricsLog(metrics, rollout)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=REWARD_FUNCS,
@@ -108,9 +124,16 @@ def run_grpo(
         train_dataset=Dataset.from_list([{"prompt": q.question} for q in questions]),
         processing_class=tokenizer,
         rollout_func=rollout,
-        callbacks=[MetricsLog(metrics, rollout)],
+        callbacks=[log],
     )
     trainer.train(resume_from_checkpoint=resume)
+    if log.budget_stop_step is not None:
+        ledger = rollout.env.tools.ledger
+        raise BudgetStop(
+            f"run budget ${ledger.run_budget} reached at step {log.budget_stop_step} (spent ${ledger.run_cost:.4f}); "
+            f"checkpoint saved in {out_dir}/checkpoint-{log.budget_stop_step}. To go on, resume with a larger cap: "
+            f"researchrl train --resume {metrics.parent} --set run_budget_usd=<more>"
+        )
     final = out_dir / "model"
     trainer.save_model(str(final))
     tokenizer.save_pretrained(str(final))

@@ -102,6 +102,8 @@ class Rollout:
         if missing:
             raise KeyError(f"rollout got a prompt that is not a training question: {missing[0][:80]!r}")
         questions = [self.by_text[t] for t in texts]
+        ledger = self.env.tools.ledger
+        ledger.start_step(trainer.state.global_step + 1)
         started = time.perf_counter()
         model = trainer.model_wrapped
         was_training = model.training
@@ -114,7 +116,7 @@ class Rollout:
                 trajectories = self._episodes(HFPolicy(unwrapped, trainer.processing_class, len(prompts)), questions, texts)
             model.train(was_training)
         self.last_seconds = time.perf_counter() - started
-        self.last_stats = batch_stats(trajectories, self.last_seconds)
+        self.last_stats = {**batch_stats(trajectories, self.last_seconds), **ledger.metrics()}
         self._log(trajectories, trainer.state.global_step)
         return to_trl(trajectories)
 

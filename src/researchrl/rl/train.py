@@ -26,9 +26,29 @@ from researchrl.types import Question
 PHASES = ("before", "after_sft", "after")
 
 
-def env_config(cfg: TrainConfig) -> EnvConfig:
-    """The sandbox with the preset's result count and snippet length."""
-    return EnvConfig(top_k=cfg.top_k, snippet_chars=cfg.snippet_chars)
+class BudgetStop(Exception):
+    """The run's spend cap was reached: the last step finished and was checkpointed; resuming needs a larger cap."""
+
+
+def env_config(cfg: TrainConfig, run_dir: Path | None = None) -> EnvConfig:
+    """The configured web (the sandbox by default) with the preset's result count and snippet length.
+
+    With `run_dir`, spend is counted on from the run's ledger.json, so a resumed run keeps its budget.
+    """
+    return EnvConfig(
+        ledger_path=None if run_dir is None else run_dir / "ledger.json",
+        search=cfg.search,  # type: ignore[arg-type]
+        top_k=cfg.top_k,
+        snippet_chars=cfg.snippet_chars,
+        web=cfg.web,  # type: ignore[arg-type]
+        cache=cfg.cache,
+        search_qps=cfg.search_qps,
+        step_budget_usd=cfg.step_budget_usd,
+        run_budget_usd=cfg.run_budget_usd,
+        executor=cfg.executor,  # type: ignore[arg-type]
+        ray_address=cfg.ray_address,
+        ray_workers=cfg.ray_workers,
+    )
 
 
 def agent_config(cfg: TrainConfig, greedy: bool) -> AgentConfig:
@@ -151,7 +171,7 @@ def train(cfg: TrainConfig, run_dir: Path, say: Callable[[str], None] = print) -
     train_qs, held = split(load_questions(cfg.questions), cfg.heldout)
     held = held[: cfg.eval_questions]
     base = resolve_model_path(cfg.model)
-    env = RunningEnvironment(env_config(cfg), "deepresearcher")
+    env = RunningEnvironment(env_config(cfg, run_dir), "deepresearcher")
     try:
         run.evaluate("before", base, held, env)
         warmed = run.warm_up(base, train_qs, env) if cfg.warmup else Path(base)

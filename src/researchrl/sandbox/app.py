@@ -1,4 +1,5 @@
-"""The sandbox's routes: a Serper-compatible search API, article pages, real HTML pages, health and fault counters."""
+"""The sandbox's routes: a Serper-compatible search API, article pages, real HTML pages, an offline reader LLM,
+health and fault counters."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from starlette.routing import Route
 from researchrl.sandbox.config import SandboxConfig
 from researchrl.sandbox.faults import FaultCounters, FaultInjector
 from researchrl.sandbox.pages import article_page, message_page, page_path
+from researchrl.sandbox.reader_api import reader_routes
 from researchrl.search.local import BM25Index, Corpus, Document, snippet
 
 MAX_NUM = 100  # Serper's largest page of results
@@ -158,6 +160,7 @@ def create_app(config: SandboxConfig, counters: FaultCounters) -> Starlette:
         Route("/html/{collection}/{name}", html),
         Route("/healthz", healthz),
         Route("/_faults", faults),
+        *reader_routes(),
     ]
     middleware = [Middleware(FaultInjector, config=config.faults, counters=counters)]
     return Starlette(routes=routes, middleware=middleware, exception_handlers={404: not_found})

@@ -1,8 +1,12 @@
-"""HTML the sandbox serves: article pages wrapped in the boilerplate real sites have, error pages, a captcha wall."""
+"""What the sandbox serves: article pages in the boilerplate real sites have, error pages, a captcha wall, hostile bodies."""
 
 from __future__ import annotations
 
+import functools
 import random
+import struct
+import zlib
+from collections.abc import Iterator
 from html import escape
 from urllib.parse import quote
 
@@ -128,3 +132,41 @@ def captcha_page() -> str:
         "<p class=\"small\">Why did this happen? This page checks that requests come from a person, not an "
         "automated script. Enable JavaScript and cookies to continue.</p></div></body></html>\n"
     )
+
+
+NOT_GZIP_PAGE = (  # served with Content-Encoding: gzip, which it is not
+    b"<!DOCTYPE html>\n<html><head><title>Misconfigured</title></head><body><p>This body is plain HTML although "
+    b"the server declared it gzip-compressed.</p></body></html>\n"
+)
+_HUGE_HEAD = b'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>A very long page</title></head><body>\n'
+_HUGE_TAIL = b"</body></html>\n"
+_HUGE_PARAGRAPH = b"<p>" + b"This endless page repeats the same sentence to test size limits. " * 15 + b"</p>\n"
+_HUGE_CHUNK = _HUGE_PARAGRAPH * (65536 // len(_HUGE_PARAGRAPH))  # about 64 KiB per chunk, built once
+
+
+def huge_page_chunks(total: int) -> Iterator[bytes]:
+    """Exactly `total` bytes of valid HTML, yielded in ~64 KiB chunks that are slices of one shared buffer."""
+    if total < len(_HUGE_HEAD) + len(_HUGE_TAIL):
+        raise ValueError(f"a huge page needs at least {len(_HUGE_HEAD) + len(_HUGE_TAIL)} bytes")
+    yield _HUGE_HEAD
+    remaining = total - len(_HUGE_HEAD) - len(_HUGE_TAIL)
+    while remaining > 0:
+        chunk = _HUGE_CHUNK if remaining >= len(_HUGE_CHUNK) else _HUGE_CHUNK[:remaining]
+        remaining -= len(chunk)
+        yield chunk
+    yield _HUGE_TAIL
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@functools.cache
+def tiny_png() -> bytes:
+    """A valid 16x16 grey PNG: the kind of binary a browsing agent meets where it expected a page."""
+    size = 16
+    pixels = b"".join(b"\x00" + bytes(range(0, 256, 16)) for _ in range(size))  # filter byte + one row
+    header = struct.pack(">IIBBBBB", size, size, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(pixels))
+            + _png_chunk(b"IEND", b""))

@@ -1,9 +1,11 @@
-"""Run the sandbox with uvicorn in a background thread, for tests, benchmarks and the CLI."""
+"""Run the sandbox with uvicorn in a background thread, for tests, benchmarks and the CLI; and a connect-timeout Blackhole."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import select
 import socket
 import threading
 import time
@@ -108,3 +110,63 @@ class SandboxServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.to_thread(self.stop)
+
+
+class Blackhole:
+    """A loopback port where connecting times out: it listens, its accept queue is full, and it never accepts.
+
+    An HTTP app cannot produce a connect timeout (the connection is accepted before it runs), so clients'
+    connect-timeout handling is exercised against `url` instead. On Linux a SYN that finds the accept queue
+    full is dropped (unless net.ipv4.tcp_abort_on_overflow=1, which resets it; `start` then fails loudly),
+    so the client retransmits until its connect timeout passes. Use `with Blackhole() as hole: ... hole.url`.
+    """
+
+    MAX_FILLERS = 8  # connections parked in the queue to fill it (listen(0) takes one or two)
+    FILL_PROBE_S = 0.2  # a filler still unconnected after this long means the queue is full
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self.host = host
+        self.port: int | None = None
+        self._listener: socket.socket | None = None
+        self._fillers: list[socket.socket] = []
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:54321 (available once started)."""
+        if self.port is None:
+            raise RuntimeError("the blackhole is not open")
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Blackhole:
+        """Listen with the smallest backlog and park connections in it until one is left hanging."""
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind((self.host, 0))
+        self._listener.listen(0)
+        self.port = self._listener.getsockname()[1]
+        for _ in range(self.MAX_FILLERS):
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            self._fillers.append(filler)
+            filler.connect_ex((self.host, self.port))
+            _, done, _ = select.select([], [filler], [], self.FILL_PROBE_S)
+            if not done:
+                return self  # this SYN was dropped: the queue is full and every later connect will hang
+            if filler.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED:
+                self.stop()
+                raise RuntimeError("the kernel refuses connections past the backlog (tcp_abort_on_overflow?)")
+        self.stop()
+        raise RuntimeError(f"the accept queue did not fill after {self.MAX_FILLERS} connections")
+
+    def stop(self) -> None:
+        """Close the parked connections and the listening socket."""
+        for filler in self._fillers:
+            filler.close()
+        if self._listener is not None:
+            self._listener.close()
+        self._fillers, self._listener, self.port = [], None, None
+
+    def __enter__(self) -> Blackhole:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -37,10 +37,11 @@ class Tool(Protocol):
 
 
 class Toolset:
-    """The tools of one environment, shared by every concurrent episode."""
+    """The tools of one environment, shared by every concurrent episode; `ledger` counts what their upstream calls cost."""
 
-    def __init__(self, tools: list[Tool]):
+    def __init__(self, tools: list[Tool], ledger: Any = None):
         self.tools = {tool.name: tool for tool in tools}
+        self.ledger = ledger
 
     @property
     def schemas(self) -> list[dict[str, Any]]:

@@ -115,6 +115,7 @@ class BrowseTool:
                 segment=loaded[pos],
                 page_index=pos + 1,
                 total_pages=len(loaded),
+                url=url,
             )
             try:
                 result = await self.reader.read(request)

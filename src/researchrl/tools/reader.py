@@ -9,6 +9,7 @@ An endpoint that keeps failing raises ReaderError (an environment fault the brow
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import os
 import random
@@ -17,6 +18,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import openai
 
@@ -34,6 +36,7 @@ class ReadRequest:
     segment: str
     page_index: int  # 1-based, as the reader prompt shows it
     total_pages: int
+    url: str = ""  # the page the segment came from (cache keys and replay messages name it)
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,14 @@ class LLMReader:
             max_retries=0,
         )
 
+    @property
+    def cache_id(self) -> str:
+        """Who answers, for cache keys: model, endpoint, sampling settings and a short hash of the prompt template."""
+        template = hashlib.sha256(READER_PROMPT.encode()).hexdigest()[:12]
+        url = urlsplit(self.base_url)
+        endpoint = url._replace(netloc=url.netloc.rpartition("@")[2], query="", fragment="").geturl()  # no credentials
+        return f"llm:{self.model}@{endpoint}:t={self.temperature}:max_tokens={self.max_tokens}:prompt={template}"
+
     async def read(self, req: ReadRequest) -> ReadResult:
         """Ask the model about one segment; bounded retries, then ReaderError."""
         try:
@@ -248,6 +259,8 @@ class LLMReader:
             status = getattr(err, "status_code", 0)
             kind = f"http_{status}" if status >= 400 else "bad_response"
             failure = _retryable(err) or ReaderError(kind, f"reader {self.model!r} refused the request")
+        except ValueError:  # openai lets json.JSONDecodeError through for a 2xx JSON-typed body that is not JSON
+            failure = ReaderError("bad_response", f"reader {self.model!r} answered with a body that is not JSON")
         else:
             choices = getattr(completion, "choices", None) or []
             return (choices[0].message.content or "") if choices else ""

@@ -32,7 +32,7 @@ class WebSearchTool:
     async def __call__(self, arguments: dict[str, list[str]], state: EpisodeState) -> Observation:
         """Run the queries, remember their hits for browsing, and render the observation."""
         queries = list(dict.fromkeys(arguments.get("query", [])))[: self.max_queries]
-        outcomes = await asyncio.gather(*(self._one(q) for q in queries))
+        outcomes = await asyncio.gather(*(self.search_one(q) for q in queries))
         errors = tuple(err for _, err in outcomes if err)
         for query, (hits, _) in zip(queries, outcomes):
             state.searches.append((query, hits))
@@ -41,10 +41,11 @@ class WebSearchTool:
         entries = [entry(q, hits, err) for q, (hits, err) in zip(queries, outcomes)]
         return Observation(self.name, repr(entries), errors)
 
-    async def _one(self, query: str) -> tuple[list[SearchResult], str | None]:
-        """One query's hits, or its failure kind."""
+    async def search_one(self, query: str, num: int | None = None) -> tuple[list[SearchResult], str | None]:
+        """One query's top `num` (default top_k) hits, or its failure kind; the RAG baseline calls it directly."""
+        num = num or self.top_k
         try:
-            hits = (await self.backend.search(query, self.top_k))[: self.top_k]
+            hits = (await self.backend.search(query, num))[:num]
         except SearchError as err:
             return [], f"search_{err.kind}"
         if self.snippet_chars is not None:

@@ -18,8 +18,8 @@ class TurnProtocol(Protocol):
     uses_tool_schemas: bool
     tool_names: tuple[str, ...]
 
-    def messages(self, question: str) -> list[Message]:
-        """The opening conversation for `question`."""
+    def messages(self, question: str, context: str = "") -> list[Message]:
+        """The opening conversation for `question`; `context` holds retrieved documents (RAG baseline only)."""
         ...
 
     def parse(self, text: str) -> Action:
@@ -35,13 +35,21 @@ class TurnProtocol(Protocol):
         ...
 
 
+PROTOCOLS = ("deepresearcher", "search_r1", "no_browse", "cot", "rag")
+
+
 def get_protocol(name: str) -> TurnProtocol:
-    """The protocol a config names: 'deepresearcher' (default) or 'search_r1'."""
+    """The protocol a config names: the agent ('deepresearcher'), 'search_r1', or a baseline ('no_browse', 'cot', 'rag')."""
     from researchrl.agent.protocols.deepresearcher import DeepResearcherProtocol
+    from researchrl.agent.protocols.direct import DirectProtocol
     from researchrl.agent.protocols.search_r1 import SearchR1Protocol
 
     if name == "deepresearcher":
         return DeepResearcherProtocol()
+    if name == "no_browse":
+        return DeepResearcherProtocol(name="no_browse", tool_names=("web_search",))
     if name == "search_r1":
         return SearchR1Protocol()
-    raise ValueError(f"unknown protocol {name!r}: choose 'deepresearcher' or 'search_r1'")
+    if name in ("cot", "rag"):
+        return DirectProtocol(retrieval=name == "rag", name=name)
+    raise ValueError(f"unknown protocol {name!r}: choose one of {', '.join(PROTOCOLS)}")

@@ -31,7 +31,7 @@ def parse_tool_call(body: str) -> ToolCall | FormatError:
     if not isinstance(data, dict) or "name" not in data or "arguments" not in data:
         return FormatError("tool call needs 'name' and 'arguments'")
     name, arguments = data["name"], data["arguments"]
-    if name not in ARGUMENT_KEY:
+    if not isinstance(name, str) or name not in ARGUMENT_KEY:  # a list or object name must not crash the lookup
         return FormatError(f"unknown tool {str(name)[:40]!r}")
     key = ARGUMENT_KEY[name]
     if not isinstance(arguments, dict) or not isinstance(arguments.get(key), list):
@@ -53,8 +53,10 @@ class DeepResearcherProtocol:
     uses_tool_schemas: bool = True
     tool_names: tuple[str, ...] = field(default=("web_search", "browse_webpage"))
 
-    def messages(self, question: str) -> list[Message]:
+    def messages(self, question: str, context: str = "") -> list[Message]:
         """System prompt (with today's date) and the raw question, as the official code sends them."""
+        if context:
+            raise ValueError("the agent finds its own documents: question context is for the rag baseline")
         return [Message("system", deepresearcher_system(self.date)), Message("user", question)]
 
     def parse(self, text: str) -> Action:

@@ -23,8 +23,10 @@ class SearchR1Protocol:
     uses_tool_schemas: bool = False
     tool_names: tuple[str, ...] = field(default=("web_search",))
 
-    def messages(self, question: str) -> list[Message]:
+    def messages(self, question: str, context: str = "") -> list[Message]:
         """Search-R1 puts its instruction and the question in the user turn."""
+        if context:
+            raise ValueError("the agent finds its own documents: question context is for the rag baseline")
         return [Message("user", SEARCH_R1_INSTRUCTION + question.strip() + "\n")]
 
     def parse(self, text: str) -> Action:

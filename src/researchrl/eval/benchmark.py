@@ -1,0 +1,162 @@
+"""`researchrl eval`: run an agent or a baseline over a benchmark, k samples a question, resumable, judged, tabulated.
+
+The output directory holds `eval_config.json` (what was run), `records.jsonl` (one line per question and sample,
+appended as each finishes, so an interrupted run loses nothing and a rerun skips what is done), and the tables
+(`tables.json`, `tables.md`) over the questions of this run, and what this run's web calls cost (`web.json`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from researchrl.agent.loop import AgentConfig, run_episode
+from researchrl.data.load import load_questions
+from researchrl.environment import EnvConfig, open_environment
+from researchrl.eval.judge import Judge
+from researchrl.eval.tables import source_table, write_tables
+from researchrl.policy.base import Policy
+from researchrl.records import trajectory_record
+from researchrl.tools.base import Toolset
+from researchrl.tools.web_search import render_search_r1
+from researchrl.types import Question
+
+RESUME_KEYS = ("data", "model", "protocol", "k", "temperature", "max_turns", "max_new_tokens", "search")
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One evaluation: which questions, how many samples each, where the results go."""
+
+    data: Path
+    out: Path
+    model: str  # a label for the records and the resume check
+    agent: AgentConfig
+    env: EnvConfig
+    k: int = 1  # samples per question (avg@k, pass@k); k > 1 needs a temperature above 0
+    limit: int | None = None  # first N questions of the file
+    concurrency: int = 16  # episodes in flight (a local model batches their turns)
+    rag_k: int = 5  # snippets the RAG baseline puts in the prompt
+
+    def settings(self) -> dict[str, Any]:
+        """What eval_config.json records; RESUME_KEYS must match for a rerun to continue a directory."""
+        return {
+            "data": str(self.data),
+            "model": self.model,
+            "protocol": self.agent.protocol,
+            "k": self.k,
+            "temperature": self.agent.sampling.temperature,
+            "max_turns": self.agent.max_turns,
+            "max_new_tokens": self.agent.sampling.max_new_tokens,
+            "search": self.env.search,
+            "web": self.env.web,
+            "limit": self.limit,
+            "rag_k": self.rag_k,
+        }
+
+
+def check_job(job: EvalJob) -> list[Question]:
+    """The questions to run, after every check a user can fail (so nothing starts before a mistake is reported)."""
+    if job.k < 1:
+        raise ValueError(f"--k must be at least 1, got {job.k}")
+    if job.k > 1 and job.agent.sampling.temperature == 0:
+        raise ValueError("--k > 1 needs --temperature above 0: greedy decoding gives the same answer k times")
+    if not job.data.exists():
+        raise FileNotFoundError(f"{job.data} not found (--data takes a .parquet or .jsonl QA file)")
+    questions = load_questions(job.data, job.limit)
+    if not questions:
+        raise ValueError(f"{job.data} holds no questions")
+    seen: set[str] = set()
+    duplicates = [q.id for q in questions if q.id in seen or seen.add(q.id)]
+    if duplicates:
+        raise ValueError(f"{job.data}: question ids repeat ({', '.join(duplicates[:3])}…): ids key the resumable records")
+    saved = job.out / "eval_config.json"
+    if saved.exists():
+        before = json.loads(saved.read_text())
+        changed = [key for key in RESUME_KEYS if before.get(key) != job.settings().get(key)]
+        if changed:
+            raise ValueError(
+                f"{job.out} holds a different evaluation ({', '.join(f'{k}: {before.get(k)!r}' for k in changed)}); "
+                "use another --out to start a new one"
+            )
+    return questions
+
+
+def load_done(path: Path) -> list[dict[str, Any]]:
+    """Records already written; a line cut short by an interruption is dropped (that sample runs again)."""
+    if not path.exists():
+        return []
+    records, kept = [], []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+            kept.append(line)
+        except ValueError:
+            continue
+    if len(kept) != len(path.read_text().splitlines()):
+        path.write_text("".join(line + "\n" for line in kept))
+    return records
+
+
+async def rag_context(tools: Toolset, question: Question, k: int) -> Question:
+    """The question with its top-k search snippets attached (one search of the question, as the RAG baseline does)."""
+    search = tools.tools["web_search"]
+    hits, error = await search.search_one(question.question, k)  # type: ignore[attr-defined]
+    documents = render_search_r1(hits) if not error else f"(search failed: {error})"
+    return dataclasses.replace(question, context=documents)
+
+
+async def run_benchmark(
+    job: EvalJob,
+    policy: Policy,
+    judge: Judge | None,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> tuple[list[dict[str, Any]], list[Any], dict[str, float]]:
+    """Run every (question, sample) not yet in records.jsonl: all records of this run's questions, the table, web spend.
+
+    `on_progress(done, total)` is called once before the first episode and after each one.
+    """
+    questions = check_job(job)
+    job.out.mkdir(parents=True, exist_ok=True)
+    (job.out / "eval_config.json").write_text(json.dumps(job.settings(), indent=2))
+    records_path = job.out / "records.jsonl"
+    wanted = {q.id for q in questions}
+    done = [r for r in load_done(records_path) if r.get("question_id") in wanted]
+    finished = {(r["question_id"], r["sample"]) for r in done}
+    pending = [(q, s) for q in questions for s in range(job.k) if (q.id, s) not in finished]
+    slots = asyncio.Semaphore(job.concurrency)
+    total = len(questions) * job.k
+    on_progress(len(done), total)
+
+    async with open_environment(job.env, job.agent.protocol) as tools:
+
+        async def one(question: Question, sample: int) -> dict[str, Any]:
+            async with slots:
+                if job.agent.protocol == "rag":
+                    question = await rag_context(tools, question, job.rag_k)
+                trajectory = await run_episode(question, policy, tools, job.agent, sample_index=sample)
+                answer = trajectory.answer if trajectory.reward and trajectory.reward.format_ok else None
+                verdict = await judge.judge(question.question, question.answers, answer) if judge else None
+            judged = verdict.record_fields() if verdict else {"mbe": None, "judge": None}
+            return trajectory_record(
+                trajectory, source=question.source or "unknown", sample=sample, protocol=job.agent.protocol,
+                model=job.model, **judged,
+            )
+
+        with records_path.open("a") as sink:
+            for next_done in asyncio.as_completed([one(q, s) for q, s in pending]):
+                record = await next_done
+                sink.write(json.dumps(record) + "\n")
+                sink.flush()
+                done.append(record)
+                on_progress(len(done), total)
+        web = tools.ledger.metrics()
+        (job.out / "web.json").write_text(tools.ledger.to_json())
+    rows = source_table(done, job.k)
+    write_tables(job.out, rows, job.k, judge.info() if judge else None)
+    return done, rows, web

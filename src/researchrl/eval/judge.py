@@ -1,0 +1,254 @@
+"""MBE (model-based evaluation): an LLM judge decides whether a predicted answer means the same as a gold answer.
+
+The paper's metric, on any OpenAI-compatible chat endpoint: a missing answer is incorrect and an exact match
+(after the paper's normalisation) is correct without asking; anything else is one chat completion with the
+pinned judge prompt, parsed strictly. Faults never crash an evaluation and never loop:
+
+    endpoint fault (429, 5xx, timeout, connect)  -> bounded retries with backoff, then Verdict(None, "error", kind)
+    reply without a readable judgement           -> asked again, `parse_attempts` calls in all, then "bad_judgement"
+    other refusals (400, 404, ...)               -> Verdict(None, "error", "http_<status>") at once
+    401 / 403                                    -> JudgeAuthError: a user mistake that stops the run
+
+Verdicts the judge reached are cached (errors are not), keyed by model, prompt hash, question, golds and the
+normalised prediction, so a re-run of an evaluation asks nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import openai
+
+from researchrl.reward.answer import em, normalize, split_golds
+from researchrl.web.cache import Store, cache_key
+from researchrl.web.retry import RetryableError, RetryPolicy, retry_after_seconds, with_retries
+
+# The judge prompt of the paper's appendix A.2, verbatim (REFERENCE §6). The official evaluate script's copy
+# differs only in layout (the "json format" line twice, ''' fences); we pin the published one because the
+# paper's MBE figures are the ones reports compare against, and a prompt the paper prints is citable.
+JUDGE_PROMPT = """You will be given a question and its ground truth answer list where each item can be a ground truth answer. Provided a pred_answer, you need to judge if the pred_answer correctly answers the question based on the ground truth answer list.
+You should first give your rationale for the judgement, and then give your judgement result (i.e., correct or incorrect).
+
+Here is the criteria for the judgement:
+1. The pred_answer doesn't need to be exactly the same as any of the ground truth answers, but should be semantically same for the question.
+2. Each item in the ground truth answer list can be viewed as a ground truth answer for the question, and the pred_answer should be semantically same to at least one of them.
+
+question: {question}
+ground truth answers: {gt_answer}
+pred_answer: {pred_answer}
+
+The output should in the following json format:
+```json
+{
+"rationale": "your rationale for the judgement, as a text",
+"judgement": "your judgement result, can only be 'correct' or 'incorrect'"
+}
+```
+Your output:"""
+JUDGE_PROMPT_SHA = hashlib.sha256(JUDGE_PROMPT.encode()).hexdigest()
+JUDGE_SYSTEM = "You are a helpful assistant."
+_PLACEHOLDER = re.compile(r"\{(question|gt_answer|pred_answer)\}")
+_CACHE_NS = "judge"
+
+VerdictSource = Literal["exact", "judge", "cache", "no_answer", "error"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The MBE outcome of one answer; `correct` is None only when the judge could not decide (`error` says why)."""
+
+    correct: bool | None
+    source: VerdictSource
+    rationale: str = ""
+    error: str | None = None  # failure kind: timeout, connect, http_429, http_500, bad_judgement, ...
+
+    @property
+    def score(self) -> float | None:
+        """The record's `mbe`: 1.0, 0.0, or None when undecided."""
+        return None if self.correct is None else float(self.correct)
+
+    def record_fields(self) -> dict[str, Any]:
+        """An eval record's MBE fields: `mbe`, and the whole verdict under `judge` (tables count its errors)."""
+        return {"mbe": self.score, "judge": dataclasses.asdict(self)}
+
+
+class JudgeAuthError(Exception):
+    """The judge endpoint refused our credentials (401/403): fix the key or endpoint, retrying cannot help."""
+
+
+class _Refused(Exception):
+    """A non-retryable HTTP refusal other than auth; becomes an error verdict."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
+
+
+def render_judge_prompt(question: str, golds: str | Sequence[str], pred: str) -> str:
+    """The pinned prompt filled as the official script does: repr of the lower-cased gold list, normalised pred."""
+    values = {
+        "question": question,
+        "gt_answer": repr([gold.lower() for gold in split_golds(golds)]),
+        "pred_answer": normalize(pred),
+    }
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], JUDGE_PROMPT)  # one pass: inserted text is never re-read
+
+
+def parse_judgement(reply: str) -> tuple[bool, str] | None:
+    """(correct, rationale) from the text between the first "{" and the last "}" as JSON, else None."""
+    start, end = reply.find("{"), reply.rfind("}")
+    if start < 0 or end < start:
+        return None
+    try:
+        obj = json.loads(reply[start : end + 1])
+    except json.JSONDecodeError:
+        return None
+    judgement = obj.get("judgement") if isinstance(obj, dict) else None
+    if not isinstance(judgement, str) or judgement.strip().lower() not in ("correct", "incorrect"):
+        return None
+    rationale = obj.get("rationale")
+    return judgement.strip().lower() == "correct", rationale if isinstance(rationale, str) else ""
+
+
+@dataclass
+class Judge:
+    """The paper's MBE judge (official: gpt-4o-mini at temperature 0.7) on any OpenAI-compatible endpoint.
+
+    Temperature defaults to 0 so a verdict is reproducible and worth caching. The API key comes from the
+    environment variable `api_key_env` (a placeholder when unset, for local servers); errors carry only the
+    failure kind and HTTP status, never provider text. `concurrency` bounds requests in flight.
+    """
+
+    base_url: str
+    model: str
+    api_key_env: str = "JUDGE_API_KEY"
+    temperature: float = 0.0
+    timeout: float = 60.0  # seconds for one whole request
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    parse_attempts: int = 2  # calls in all when replies hold no readable judgement
+    store: Store | None = None  # verdict cache; owned by the caller
+    concurrency: int = 16
+    _client: openai.AsyncOpenAI = field(init=False, repr=False)
+    _slots: asyncio.Semaphore = field(init=False, repr=False)
+    _rng: random.Random = field(init=False, repr=False, default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        if self.parse_attempts < 1 or self.concurrency < 1 or self.retry.attempts < 1:
+            raise ValueError("Judge needs parse_attempts, concurrency and retry.attempts >= 1")
+        self._client = openai.AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=os.environ.get(self.api_key_env) or "EMPTY",
+            timeout=self.timeout,
+            max_retries=0,
+        )
+        self._slots = asyncio.Semaphore(self.concurrency)
+
+    def info(self) -> dict[str, Any]:
+        """What a report should say about the judge (no endpoint, no key)."""
+        return {
+            "model": self.model,
+            "temperature": self.temperature,
+            "prompt": "DeepResearcher paper appendix A.2",
+            "prompt_sha256": JUDGE_PROMPT_SHA,
+        }
+
+    async def judge(self, question: str, golds: str | Sequence[str], pred: str | None) -> Verdict:
+        """The verdict on `pred` (None or empty: no answer, e.g. a format failure); raises only JudgeAuthError."""
+        if pred is None or not normalize(pred):
+            return Verdict(False, "no_answer")
+        if em(pred, golds):
+            return Verdict(True, "exact")
+        key = cache_key(self.model, JUDGE_PROMPT_SHA, question, split_golds(golds), normalize(pred))
+        if self.store is not None and (hit := await self.store.get(_CACHE_NS, key)) is not None:
+            cached = json.loads(hit)
+            return Verdict(cached["correct"], "cache", cached["rationale"])
+        prompt = render_judge_prompt(question, golds, pred)
+        for _ in range(self.parse_attempts):
+            try:
+                reply = await with_retries(lambda: self._complete(prompt), self.retry, self._rng)
+            except (RetryableError, _Refused) as err:
+                return Verdict(None, "error", error=err.kind)
+            parsed = parse_judgement(reply)
+            if parsed is not None:
+                correct, rationale = parsed
+                if self.store is not None:
+                    value = json.dumps({"correct": correct, "rationale": rationale}).encode()
+                    await self.store.put(_CACHE_NS, key, value, None)
+                return Verdict(correct, "judge", rationale)
+        return Verdict(None, "error", error="bad_judgement")
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (the store belongs to the caller)."""
+        await self._client.close()
+
+    async def _complete(self, prompt: str) -> str:
+        """One chat completion's text ("" when the reply carries none), within one slot and one deadline.
+
+        Failures are raised outside the `except` blocks so the provider's exception (whose text may echo
+        request details) is not even chained as context.
+        """
+        failure: Exception
+        async with self._slots:
+            try:
+                completion = await asyncio.wait_for(
+                    self._client.chat.completions.create(
+                        model=self.model,
+                        messages=[{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}],
+                        temperature=self.temperature,
+                    ),
+                    self.timeout,
+                )
+            except asyncio.TimeoutError:
+                failure = RetryableError("judge request passed its deadline", "timeout")
+            except openai.APIError as err:
+                failure = self._classify(err)
+            else:
+                choices = getattr(completion, "choices", None) or []
+                return (choices[0].message.content or "") if choices else ""
+        if isinstance(failure, _Refused) and failure.kind == "bad_response":
+            return ""  # a 200 whose body is not a completion: counted as an unreadable judgement
+        raise failure
+
+    def _classify(self, err: openai.APIError) -> Exception:
+        """Our error for a client error: retryable, auth (raised to the user), or a refusal."""
+        if isinstance(err, openai.APITimeoutError):
+            return RetryableError("judge request timed out", "timeout")
+        if isinstance(err, openai.APIConnectionError):
+            return RetryableError("cannot reach the judge endpoint", "connect")
+        status = getattr(err, "status_code", 0)
+        if status in (401, 403):
+            message = f"the judge endpoint refused the credentials (HTTP {status}); check ${self.api_key_env}"
+            return JudgeAuthError(message)
+        if status == 429 or status >= 500:
+            response = getattr(err, "response", None)
+            retry_after = retry_after_seconds(response.headers.get("retry-after")) if response is not None else None
+            return RetryableError(f"HTTP {status}", f"http_{status}", retry_after)
+        return _Refused(f"http_{status}" if status >= 400 else "bad_response")
+
+
+async def judge_records(judge: Judge, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each eval record with its verdict's fields added; a format failure is judged as no answer.
+
+    Records are judged concurrently (the judge bounds requests in flight); a JudgeAuthError cancels the rest.
+    """
+    tasks = [
+        asyncio.ensure_future(judge.judge(r["question"], r["golds"], r["answer"] if r.get("format_ok") else None))
+        for r in records
+    ]
+    try:
+        verdicts = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return [{**record, **verdict.record_fields()} for record, verdict in zip(records, verdicts)]

@@ -1,0 +1,17 @@
+"""Command-line options that `ask` and `eval` share: one definition, one help text."""
+
+from __future__ import annotations
+
+import typer
+
+MODEL = typer.Option("embedded", help="HF path/directory, 'embedded' (SmolLM2-135M-Instruct), or with --base-url the served model name.")
+BASE_URL = typer.Option(None, help="OpenAI-compatible endpoint of the policy (vLLM, llama.cpp, Ollama, hosted).")
+API_KEY_ENV = typer.Option("OPENAI_API_KEY", help="Environment variable holding the policy endpoint's key.")
+TOKENIZER = typer.Option(None, help="With --base-url: HF tokenizer of the served model; enables token-exact completions mode.")
+SEARCH_URL = typer.Option(None, help="Base URL override for the search provider (required for searxng).")
+WEB = typer.Option("cache", help="Web responses: live | cache | record | replay (record/replay need --cache).")
+CACHE = typer.Option(None, help="Cache store: a SQLite file, redis://host:port/db, or memory (default: memory offline, ~/.cache/researchrl/web.sqlite online).")
+MAX_TURNS = typer.Option(10, min=1, help="Turn budget (paper: 10).")
+MAX_NEW_TOKENS = typer.Option(512, min=1, help="Tokens per policy turn (paper: 2000; lower keeps CPU runs quick).")
+TEMPERATURE = typer.Option(0.0, min=0.0, help="Sampling temperature (0 = greedy, the paper's evaluation).")
+THREADS = typer.Option(None, min=1, help="Torch threads for a local model (default: the free cores).")

@@ -1,0 +1,38 @@
+"""The `report` command; the main CLI mounts it as `researchrl report`."""
+
+from __future__ import annotations
+
+import webbrowser
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from researchrl.report.html import MAX_TRAJECTORIES, write_report
+
+err_console = Console(stderr=True)
+
+
+def report(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `researchrl train` (or an eval directory)."),
+    out: Optional[Path] = typer.Option(None, help="Where to write the HTML page (default: RUN_DIR/report.html)."),
+    open_browser: bool = typer.Option(False, "--open-browser", help="Open the page in the default web browser when written."),
+    max_trajectories: int = typer.Option(MAX_TRAJECTORIES, min=1, help="Most trajectories on the page, spread evenly over the files."),
+) -> None:
+    """Write one self-contained HTML page of a run: config, training curves, eval tables, browsable trajectories."""
+    if not run_dir.is_dir():
+        raise _fail(f"{run_dir} is not a directory")
+    try:
+        path = write_report(run_dir, out, max_trajectories)
+    except (ValueError, OSError) as err:
+        raise _fail(str(err)) from None
+    Console().print(f"report: {path}")
+    if open_browser:
+        webbrowser.open(path.resolve().as_uri())
+
+
+def _fail(message: str) -> typer.Exit:
+    """One red line and exit code 2, for a user's mistake (a wrong path, a directory that is not a run)."""
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code=2)

@@ -1,0 +1,500 @@
+"""One self-contained HTML page for a run directory: header, training curves, evaluation tables, trajectories.
+
+Every string taken from the run is escaped (trajectories hold model output and web text). The page loads nothing
+from the network: CSS, SVG charts and a little JS (filters, expand all) are inline, and it reads fine without JS.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from researchrl.report.charts import line_chart, training_series
+
+MAX_TRAJECTORIES = 500  # per page, spread evenly over the files so huge runs stay a few MB
+OBSERVATION_PREVIEW_CHARS = 600  # longer observations show this much and fold the rest
+MAX_TEXT_CHARS = 20_000  # beyond this a single text is cut, with a pointer to the file holding it all
+PHASE_ORDER = ("before", "after_sft", "after")
+KEY_SETTINGS = ("preset", "model", "group_size", "questions_per_step", "max_steps", "learning_rate", "beta",
+                "loss_type", "temperature", "max_turns", "max_new_tokens", "max_context_tokens", "seed")
+_SECRET_KEY = re.compile(r"(^|_)(api_key|secret|password|token)$", re.IGNORECASE)
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
+_STARTED = re.compile(r"(\d{8}-\d{6})")
+
+
+@dataclass(frozen=True)
+class TrajectoryFile:
+    """A JSONL of trajectory records: where it is, how it is labelled on the page, how many records it holds."""
+
+    path: Path
+    label: str
+    total: int
+
+
+@dataclass(frozen=True)
+class EvalTables:
+    """One eval directory's tables.json: our rows per source, and published reference rows kept apart."""
+
+    name: str
+    k: int | None
+    judge: dict[str, Any] | None
+    rows: list[dict[str, Any]]
+    reference: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """What a run (or eval) directory holds, read once; absent pieces are empty."""
+
+    dir: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    phases: dict[str, dict[str, Any]]
+    evals: list[EvalTables]
+    trajectory_files: list[TrajectoryFile]
+
+
+def build_report(run_dir: Path, max_trajectories: int = MAX_TRAJECTORIES) -> str:
+    """The whole page as one string; ValueError when `run_dir` holds none of a run's files."""
+    run = read_run(Path(run_dir))
+    shown = _spread(run.trajectory_files, max_trajectories)
+    body = [_header(run), _curves(run), _evaluation(run), _trajectories(run, shown, max_trajectories)]
+    name = escape(run.dir.name)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>researchrl report · {name}</title><style>{PAGE_CSS}</style></head>"
+            f'<body><main>{"".join(body)}</main><script>{PAGE_JS}</script></body></html>\n')
+
+
+def write_report(run_dir: Path, out: Path | None = None, max_trajectories: int = MAX_TRAJECTORIES) -> Path:
+    """Write the page (default `<run_dir>/report.html`) and return where it went."""
+    target = Path(out) if out is not None else Path(run_dir) / "report.html"
+    text = build_report(Path(run_dir), max_trajectories)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+# ---- reading the directory ----------------------------------------------------------------------------------
+
+def read_run(run_dir: Path) -> RunFiles:
+    """Read config, metrics, eval summaries and find every trajectory file and eval directory under `run_dir`."""
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is not a directory")
+    eval_dirs = sorted({p.parent for name in ("tables.json", "records.jsonl") for p in run_dir.rglob(name)})
+    phase_files = sorted(run_dir.glob("eval_*.jsonl"), key=lambda p: _phase_rank(p.stem.removeprefix("eval_")))
+    found = [p for p in (run_dir / "config.json", run_dir / "metrics.jsonl", run_dir / "eval.json",
+                         run_dir / "trajectories.jsonl") if p.exists()]
+    if not found and not phase_files and not eval_dirs:
+        raise ValueError(f"{run_dir} is not a run directory: no config.json, metrics.jsonl, eval.json, "
+                         "trajectories.jsonl, eval_*.jsonl or tables.json/records.jsonl found")
+    files = [(run_dir / "trajectories.jsonl", "training")]
+    files += [(p, f"eval {p.stem.removeprefix('eval_')}") for p in phase_files]
+    files += [(d / "records.jsonl", _relative(d / "records.jsonl", run_dir)) for d in eval_dirs]
+    phases = _read_json(run_dir / "eval.json", {})
+    if not all(isinstance(summary, dict) for summary in phases.values()):
+        raise ValueError(f"{run_dir / 'eval.json'} should map each phase to a summary object")
+    return RunFiles(
+        dir=run_dir.resolve(),
+        config=_read_json(run_dir / "config.json", {}),
+        metrics=sorted(read_jsonl(run_dir / "metrics.jsonl"), key=lambda r: r.get("step", 0)),
+        phases=dict(sorted(phases.items(), key=lambda kv: _phase_rank(kv[0]))),
+        evals=[_read_tables(d, run_dir) for d in eval_dirs if (d / "tables.json").exists()],
+        trajectory_files=[TrajectoryFile(p, label, _count_lines(p)) for p, label in files if p.exists()],
+    )
+
+
+def read_jsonl(path: Path, keep: set[int] | None = None) -> list[dict[str, Any]]:
+    """Records of a JSONL (only the `keep` indices when given); a final line still being written is ignored."""
+    if not path.exists():
+        return []
+    rows, index = [], 0
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if keep is None or index in keep:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    if line.endswith("\n"):
+                        raise ValueError(f"{path}:{number} is not valid JSON: {err}") from None
+            index += 1
+    return rows
+
+
+def _read_json(path: Path, default: dict[str, Any]) -> dict[str, Any]:
+    """A JSON object file, or `default` when absent; a malformed one is a ValueError naming the file."""
+    if not path.exists():
+        return default
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} should hold a JSON object")
+    return value
+
+
+def _read_tables(eval_dir: Path, run_dir: Path) -> EvalTables:
+    """tables.json in the documented shape: {"k", "judge", "rows", "reference"}."""
+    data = _read_json(eval_dir / "tables.json", {})
+    return EvalTables(_relative(eval_dir, run_dir), data.get("k"), data.get("judge"),
+                      list(data.get("rows") or []), list(data.get("reference") or []))
+
+
+def _count_lines(path: Path) -> int:
+    """Non-blank lines, streamed (trajectory logs can be large)."""
+    with path.open(encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _relative(path: Path, root: Path) -> str:
+    """A path as shown on the page: relative to the run directory, '.' for the directory itself."""
+    return str(path.relative_to(root)) if path != root else "."
+
+
+def _phase_rank(phase: str) -> tuple[int, str]:
+    """before, after_sft, after first, in that order; any other phase after them by name."""
+    return (PHASE_ORDER.index(phase) if phase in PHASE_ORDER else len(PHASE_ORDER), phase)
+
+
+def _spread(files: list[TrajectoryFile], cap: int) -> list[tuple[TrajectoryFile, list[dict[str, Any]]]]:
+    """At most `cap` records over all files: small files whole, the rest share the budget, evenly spaced in each."""
+    budget, left, takes = cap, len(files), {}
+    for f in sorted(files, key=lambda f: f.total):
+        takes[f.path] = min(f.total, budget // left)
+        budget, left = budget - takes[f.path], left - 1
+    picked = []
+    for f in files:
+        take = takes[f.path]
+        keep = {i * f.total // take for i in range(take)} if take else set()
+        picked.append((f, read_jsonl(f.path, keep)))
+    return picked
+
+
+# ---- sections -----------------------------------------------------------------------------------------------
+
+def _header(run: RunFiles) -> str:
+    """Run name, when, the key settings, judge prompt hashes, and the full config folded."""
+    started = _STARTED.search(run.dir.name)
+    when = datetime.strptime(started.group(1), "%Y%m%d-%H%M%S").strftime("%Y-%m-%d %H:%M:%S") if started else "—"
+    mtimes = [p.stat().st_mtime for p in run.dir.iterdir() if p.is_file()]
+    updated = datetime.fromtimestamp(max(mtimes), timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if mtimes else "—"
+    facts = [("started", when), ("last written", updated), ("steps logged", str(len(run.metrics)))]
+    facts += [(k, _show_config(k, run.config[k])) for k in KEY_SETTINGS if k in run.config]
+    for ev in run.evals:
+        sha = next((str(v) for k, v in (ev.judge or {}).items() if k.startswith("prompt_sha") and v), None)
+        if sha:
+            facts.append((f"judge prompt sha ({ev.name})", sha))
+    grid = "".join(f'<div class="fact" data-key="{escape(k)}"><span class="fact-key">{escape(k)}</span>'
+                   f'<span class="fact-value" title="{escape(v)}">{escape(_short(v))}</span></div>' for k, v in facts)
+    config = "".join(f"<tr><th>{escape(k)}</th><td>{escape(_show_config(k, v))}</td></tr>" for k, v in run.config.items())
+    full = (f'<details class="config"><summary>full config ({len(run.config)} keys)</summary>'
+            f"<table>{config}</table></details>") if run.config else '<p class="missing">no config.json</p>'
+    nav = '<nav><a href="#curves">curves</a><a href="#evaluation">evaluation</a><a href="#trajectories">trajectories</a></nav>'
+    return (f'<header><h1>researchrl report <span class="run-name">{escape(run.dir.name)}</span></h1>'
+            f'<p class="path">{escape(str(run.dir))}</p>{nav}<div class="facts-grid">{grid}</div>{full}</header>')
+
+
+def _short(text: str, limit: int = 28) -> str:
+    """A header value cut to fit its box (hashes, long paths); the full text stays in the title attribute."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _show_config(key: str, value: Any) -> str:
+    """A config value as text; keys that name a secret itself are masked (a report never shows one)."""
+    if _SECRET_KEY.search(key) and value:
+        return "•••• (hidden)"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _curves(run: RunFiles) -> str:
+    """One small chart per metric present; a clear note when training has not logged a step yet."""
+    series = training_series(run.metrics)
+    if not series:
+        body = '<p class="missing">No metrics yet: metrics.jsonl is missing or empty (no GRPO step logged).</p>'
+    else:
+        body = f'<div class="charts">{"".join(line_chart(s) for s in series)}</div>'
+    return f'<section id="curves"><h2>Training curves</h2>{body}</section>'
+
+
+def _evaluation(run: RunFiles) -> str:
+    """eval.json phases, then each eval directory's tables with published reference rows shown apart."""
+    parts = ['<section id="evaluation"><h2>Evaluation</h2>']
+    if not run.phases and not run.evals:
+        parts.append('<p class="missing">No evaluation yet: no eval.json and no eval directory with tables.json.</p>')
+    if run.phases:
+        rows = [{"phase": phase, **summary} for phase, summary in run.phases.items()]
+        parts.append("<h3>Held-out evaluation by phase <small>eval.json</small></h3>")
+        parts.append(_table(rows, "eval-phases"))
+    for ev in run.evals:
+        judge = ", ".join(f"{k} {v}" for k, v in (ev.judge or {}).items()) or "none (MBE = EM)"
+        parts.append(f'<h3>Eval <code>{escape(ev.name)}</code></h3><p class="meta">k = {escape(str(ev.k))} · '
+                     f"judge: {escape(judge)}</p>")
+        parts.append(_table(ev.rows, "eval-rows") if ev.rows else '<p class="missing">tables.json has no rows yet.</p>')
+        if ev.reference:
+            parts.append('<p class="meta">Published reference numbers, not produced by this run:</p>')
+            parts.append(_table(ev.reference, "reference"))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _table(rows: list[dict[str, Any]], kind: str) -> str:
+    """A table over the union of the rows' keys (first-seen order); numbers keep their exact value in data-value."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f'<th>{escape(c).replace("_", "_<wbr>")}</th>' for c in columns)  # long names may wrap
+    body = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                text = str(value) if isinstance(value, int) else f"{value:.{3 if abs(value) < 10 else 1}f}"
+                cells.append(f'<td class="num" data-key="{escape(c)}" data-value="{value!r}">{text}</td>')
+            else:
+                cells.append(f'<td data-key="{escape(c)}">{escape("—" if value is None else str(value))}</td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (f'<div class="table-wrap"><table class="{kind}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _trajectories(run: RunFiles, shown: list[tuple[TrajectoryFile, list[dict[str, Any]]]], cap: int) -> str:
+    """Filters, a count that says how many are shown of how many, then one <details> per trajectory."""
+    total = sum(f.total for f in run.trajectory_files)
+    count = sum(len(records) for _, records in shown)
+    parts = ['<section id="trajectories"><h2>Trajectories</h2>']
+    if total == 0:
+        parts.append('<p class="missing">No trajectories yet: no trajectories.jsonl, eval_*.jsonl or records.jsonl.</p>')
+        return "".join(parts) + "</section>"
+    capped = f" (capped at {cap}, evenly spaced in each file)" if count < total else ""
+    files = ", ".join(f"{escape(f.label)}: {len(r)} of {f.total}" for f, r in shown)
+    parts.append(f'<p class="meta">Showing {count} of {total} trajectories{capped}. {files}.</p>')
+    steps = sorted({r["step"] for _, records in shown for r in records if isinstance(r.get("step"), int)})
+    outcomes = sorted({str(r.get("termination")) for _, records in shown for r in records})
+    parts.append(_filters([f.label for f, _ in shown], steps, outcomes))
+    for f, records in shown:
+        parts.extend(_trajectory(record, f) for record in records)
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _filters(labels: list[str], steps: list[int], outcomes: list[str]) -> str:
+    """Select boxes the inline script wires up; hidden until it runs, so a page without JS shows no dead controls."""
+    def select(name: str, title: str, options: list[tuple[str, str]]) -> str:
+        opts = "".join(f'<option value="{escape(v)}">{escape(t)}</option>' for v, t in options)
+        return f'<label>{title} <select id="f-{name}" data-filter="{name}"><option value="">all</option>{opts}</select></label>'
+
+    outcome_options = [("positive", "reward > 0"), ("nonpositive", "reward ≤ 0")] + [(o, o) for o in outcomes]
+    return ('<div id="filters" class="filters" hidden>' + select("set", "file", [(x, x) for x in labels])
+            + select("step", "step", [(str(s), str(s)) for s in steps]) + select("outcome", "outcome", outcome_options)
+            + '<button type="button" id="expand-all">expand all</button>'
+            '<button type="button" id="collapse-all">collapse all</button><span id="f-count"></span></div>')
+
+
+def _trajectory(record: dict[str, Any], source: TrajectoryFile) -> str:
+    """One collapsible trajectory: badges and question in the summary; golds, answer and every turn inside."""
+    reward, step = record.get("reward"), record.get("step")
+    where = f"{source.label} · step {step}" if step is not None else source.label
+    if record.get("source") is not None:
+        where += f" · {record['source']}"
+    badges = [f'<span class="badge where">{escape(where)}</span>', _score_badge("reward", reward, signed=True),
+              _score_badge("F1", record.get("f1")), _score_badge("EM", record.get("em"))]
+    if "mbe" in record:
+        badges.append(_score_badge("MBE", record["mbe"]))
+    termination = str(record.get("termination"))
+    badges.append(f'<span class="badge term term-{escape(termination)}">{escape(termination)}</span>')
+    golds = " | ".join(str(g) for g in record.get("golds") or []) or "—"
+    answer = record.get("answer")
+    facts = [("gold", golds), ("answer", "—" if answer is None else str(answer)),
+             ("tool calls", ", ".join(map(str, record.get("tool_calls") or [])) or "none"),
+             ("tool errors", ", ".join(map(str, record.get("tool_errors") or [])) or "none")]
+    if record.get("format_error"):
+        facts.append(("format error", str(record["format_error"])))
+    verdict = record.get("judge")
+    if isinstance(verdict, dict):
+        said = {True: "correct", False: "wrong", None: "undecided"}.get(verdict.get("correct"), str(verdict.get("correct")))
+        notes = " · ".join(str(verdict[k]) for k in ("rationale", "error") if verdict.get(k))
+        facts.append(("judge", f"{said} ({verdict.get('source')})" + (f": {notes}" if notes else "")))
+    dl = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
+    turns = "".join(_turn(n, turn, source) for n, turn in enumerate(record.get("turns") or [], 1))
+    data = (f'data-set="{escape(source.label)}" data-step="{escape(str(step if step is not None else ""))}" '
+            f'data-reward="{escape(repr(reward))}" data-outcome="{escape(termination)}"')
+    return (f'<details class="traj" {data}><summary>{"".join(badges)}'
+            f'<span class="question">{escape(str(record.get("question", "")))}</span></summary>'
+            f'<div class="traj-body"><dl class="facts">{dl}</dl><ol class="turns">{turns}</ol></div></details>')
+
+
+def _score_badge(name: str, value: Any, signed: bool = False) -> str:
+    """A coloured number: green above zero, red below (reward only), grey otherwise or when absent."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return f'<span class="badge score none" data-score="{name}">{name} —</span>'
+    tone = "pos" if value > 0 else ("neg" if signed and value < 0 else "zero")
+    return f'<span class="badge score {tone}" data-score="{name}" data-value="{value!r}">{name} {value:.2f}</span>'
+
+
+def _turn(number: int, turn: dict[str, Any], source: TrajectoryFile) -> str:
+    """Think text, then the action (tool call, answer or format error), then the observation, each marked by kind."""
+    text = str(turn.get("text", ""))
+    blocks = []
+    if turn.get("format_error") is not None:
+        blocks.append(_block("turn-error", "format error", text, source, str(turn["format_error"])))
+    else:
+        match = _THINK.search(text)
+        blocks.append(_block("turn-think", "think" if match else "output", match.group(1).strip() if match else text, source))
+    call = turn.get("tool_call")
+    if isinstance(call, dict):
+        arguments = json.dumps(call.get("arguments"), indent=1, ensure_ascii=False)
+        blocks.append(_block("turn-tool", "tool call", arguments, source, str(call.get("name"))))
+    if turn.get("answer") is not None:
+        blocks.append(_block("turn-answer", "answer", str(turn["answer"]), source))
+    if turn.get("observation") is not None:
+        blocks.append(_observation(str(turn["observation"]), [str(e) for e in turn.get("observation_errors") or []], source))
+    meta = f"turn {number} · {escape(str(turn.get('sampled_tokens', '?')))} tokens · {escape(str(turn.get('finish_reason', '?')))}"
+    return f'<li class="turn"><div class="turn-meta">{meta}</div>{"".join(blocks)}</li>'
+
+
+def _block(kind: str, label: str, text: str, source: TrajectoryFile, detail: str = "") -> str:
+    """A labelled block of preformatted, escaped text; `detail` (a tool name, an error reason) keeps its case."""
+    extra = f' <span class="detail">{escape(detail)}</span>' if detail else ""
+    return f'<div class="{kind}"><div class="kind">{label}{extra}</div><pre>{_clipped(text, source)}</pre></div>'
+
+
+def _observation(text: str, errors: list[str], source: TrajectoryFile) -> str:
+    """The observation with its error kinds as chips and marked in the text; the part past the preview folded."""
+    chips = "".join(f'<span class="err-kind">{escape(e)}</span>' for e in errors)
+    head, rest = text[:OBSERVATION_PREVIEW_CHARS], text[OBSERVATION_PREVIEW_CHARS:]
+    body = f"<pre>{_mark_errors(_clipped(head, source), errors)}</pre>"
+    if rest:
+        body += (f'<details class="more"><summary>show the remaining {len(rest):,} characters</summary>'
+                 f"<pre>{_mark_errors(_clipped(rest, source), errors)}</pre></details>")
+    kind = "turn-obs has-errors" if errors else "turn-obs"
+    return f'<div class="{kind}"><div class="kind">observation {chips}</div>{body}</div>'
+
+
+def _clipped(text: str, source: TrajectoryFile) -> str:
+    """Escaped text, cut at MAX_TEXT_CHARS with a note naming the file that holds all of it."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return escape(text)
+    note = f"\n… {len(text) - MAX_TEXT_CHARS:,} more characters not included here (full text in {source.path.name})"
+    return escape(text[:MAX_TEXT_CHARS]) + f'<span class="clip">{escape(note)}</span>'
+
+
+def _mark_errors(escaped: str, errors: list[str]) -> str:
+    """Highlight error-kind identifiers (like http_404) where they appear in already-escaped text."""
+    for kind in {e for e in errors if re.fullmatch(r"[A-Za-z0-9_.:-]{3,}", e)}:
+        escaped = re.sub(rf"(?<![\w&#]){re.escape(kind)}(?![\w;])", f'<mark class="err">{kind}</mark>', escaped)
+    return escaped
+
+
+# ---- inline style and script ----------------------------------------------------------------------------------
+
+PAGE_CSS = """
+:root { --fg: #1f2328; --muted: #656d76; --line: #d0d7de; --bg: #ffffff; --soft: #f6f8fa; --accent: #0969da;
+  --good: #1a7f37; --bad: #cf222e; --warn: #9a6700; font-family: system-ui, -apple-system, "Segoe UI", Roboto,
+  "Helvetica Neue", Arial, sans-serif; color: var(--fg); background: var(--bg); }
+body { margin: 0; } main { max-width: 1240px; margin: 0 auto; padding: 24px 28px 64px; }
+h1 { font-size: 24px; margin: 0 0 4px; } h1 .run-name { color: var(--accent); font-weight: 600; }
+h2 { font-size: 19px; margin: 36px 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 15px; margin: 20px 0 6px; } h3 small, .meta, .path { color: var(--muted); font-weight: normal; }
+.path { margin: 0 0 10px; font-size: 13px; } .meta { font-size: 13px; margin: 4px 0 8px; }
+nav a { margin-right: 16px; color: var(--accent); text-decoration: none; font-size: 14px; }
+.facts-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(190px, 1fr)); gap: 8px; margin: 14px 0; }
+.fact { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; padding: 6px 10px; }
+.fact-key { display: block; font-size: 11px; color: var(--muted); text-transform: uppercase; letter-spacing: .03em; }
+.fact-value { font-size: 14px; font-weight: 600; overflow-wrap: anywhere; }
+details.config > summary { cursor: pointer; color: var(--accent); font-size: 14px; }
+.missing { color: var(--warn); background: #fff8c5; border: 1px solid #eed888; border-radius: 6px; padding: 8px 12px; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 12px; }
+svg.chart { border: 1px solid var(--line); border-radius: 6px; background: #fff; max-width: 100%; height: auto; }
+svg.chart .chart-title { font-size: 13px; font-weight: 600; fill: var(--fg); }
+svg.chart .tick, svg.chart .axis-label { font-size: 11px; fill: var(--muted); }
+svg.chart .grid { stroke: #eaeef2; } svg.chart .axis { stroke: #8c959f; }
+svg.chart .line { fill: none; stroke: var(--accent); stroke-width: 2; } svg.chart .point { fill: var(--accent); }
+svg.chart .band { fill: var(--accent); fill-opacity: .13; stroke: none; }
+table { border-collapse: collapse; font-size: 13px; margin: 6px 0 12px; }
+th, td { border: 1px solid var(--line); padding: 4px 10px; text-align: left; }
+thead th { background: var(--soft); vertical-align: bottom; } .table-wrap { overflow-x: auto; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.reference { color: var(--muted); font-style: italic; } table.reference thead th { background: #fbefff; }
+.filters { display: flex; flex-wrap: wrap; gap: 12px; align-items: center; margin: 8px 0 12px; font-size: 13px; }
+.filters[hidden] { display: none; } .filters button { font-size: 13px; }
+details.traj { border: 1px solid var(--line); border-radius: 6px; margin: 6px 0; background: #fff; }
+details.traj > summary { cursor: pointer; padding: 7px 10px; list-style-position: inside; }
+details.traj[open] > summary { background: var(--soft); border-bottom: 1px solid var(--line); }
+.question { margin-left: 6px; font-size: 14px; }
+.badge { display: inline-block; font-size: 12px; border-radius: 10px; padding: 1px 8px; margin-right: 4px;
+  background: #eaeef2; color: var(--fg); font-variant-numeric: tabular-nums; }
+.badge.pos { background: #dafbe1; color: var(--good); } .badge.neg { background: #ffebe9; color: var(--bad); }
+.badge.where { background: #ddf4ff; color: #0550ae; } .badge.term-format_error { background: #ffebe9; color: var(--bad); }
+.badge.term-turn_budget { background: #fff8c5; color: var(--warn); }
+.traj-body { padding: 8px 14px 12px; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; font-size: 13px; margin: 4px 0 10px; }
+dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; }
+ol.turns { padding-left: 0; list-style: none; margin: 0; }
+li.turn { border-left: 3px solid var(--line); padding: 2px 0 6px 12px; margin-bottom: 10px; }
+.turn-meta { font-size: 12px; color: var(--muted); margin-bottom: 4px; }
+.turn-think, .turn-tool, .turn-obs, .turn-answer, .turn-error { border-radius: 5px; margin: 4px 0; padding: 4px 10px; }
+.kind { font-size: 11px; font-weight: 700; text-transform: uppercase; letter-spacing: .04em; margin-bottom: 2px; }
+.kind .detail { text-transform: none; letter-spacing: 0; font-size: 12px; font-family: ui-monospace, Menlo, Consolas, monospace; }
+pre { white-space: pre-wrap; word-break: break-word; margin: 0; font-size: 12.5px;
+  font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+.turn-think { background: var(--soft); } .turn-think .kind { color: var(--muted); }
+.turn-tool { background: #ddf4ff; } .turn-tool .kind { color: #0550ae; }
+.turn-obs { background: #fff8e6; } .turn-obs .kind { color: var(--warn); }
+.turn-obs.has-errors { border: 1px solid #ffb8b0; }
+.turn-answer { background: #dafbe1; } .turn-answer .kind { color: var(--good); }
+.turn-error { background: #ffebe9; } .turn-error .kind { color: var(--bad); }
+.err-kind { background: var(--bad); color: #fff; border-radius: 8px; padding: 0 6px; margin-left: 4px;
+  text-transform: none; font-weight: 600; }
+mark.err { background: #ffcecb; color: var(--bad); font-weight: 600; }
+details.more > summary { cursor: pointer; font-size: 12px; color: var(--accent); } .clip { color: var(--muted); }
+"""
+
+PAGE_JS = """
+(function () {
+  var boxes = document.getElementById('filters');
+  if (boxes) {
+    var selects = Array.prototype.slice.call(boxes.querySelectorAll('select'));
+    var items = Array.prototype.slice.call(document.querySelectorAll('details.traj'));
+    var count = document.getElementById('f-count');
+    var wanted = new URLSearchParams(location.hash.slice(1));
+    selects.forEach(function (s) { if (wanted.has(s.dataset.filter)) { s.value = wanted.get(s.dataset.filter); } });
+    var matches = function (d, name, value) {
+      if (!value) { return true; }
+      if (name === 'outcome') {
+        var r = parseFloat(d.dataset.reward);
+        if (value === 'positive') { return r > 0; }
+        if (value === 'nonpositive') { return !(r > 0); }
+      }
+      return d.dataset[name] === value;
+    };
+    var apply = function () {
+      var shown = 0;
+      items.forEach(function (d) {
+        d.hidden = !selects.every(function (s) { return matches(d, s.dataset.filter, s.value); });
+        if (!d.hidden) { shown += 1; }
+      });
+      count.textContent = shown + ' of ' + items.length + ' shown';
+    };
+    selects.forEach(function (s) {
+      s.addEventListener('change', function () {
+        apply();
+        var state = selects.filter(function (x) { return x.value; })
+          .map(function (x) { return x.dataset.filter + '=' + encodeURIComponent(x.value); }).join('&');
+        history.replaceState(null, '', state ? '#' + state : location.pathname);
+      });
+    });
+    var setOpen = function (open) { items.forEach(function (d) { if (!d.hidden) { d.open = open; } }); };
+    document.getElementById('expand-all').addEventListener('click', function () { setOpen(true); });
+    document.getElementById('collapse-all').addEventListener('click', function () { setOpen(false); });
+    boxes.hidden = false;
+    apply();
+  }
+  document.body.dataset.js = 'ok';
+})();
+"""
