@@ -191,6 +191,7 @@ def train(
         raise fail(message) from None
     console.print_json(json.dumps(results))
     console.print(f"done: {run_dir}/eval.json, {run_dir}/curves.png, {run_dir}/metrics.jsonl")
+    console.print(f"one page with everything: researchrl report {run_dir}")
 
 
 @app.command()

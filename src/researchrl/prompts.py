@@ -164,3 +164,47 @@ RAG_INSTRUCTION = (
     "</think>, then give only the final short answer inside <answer> and </answer>, without detailed illustrations. "
     "For example, <answer> Beijing </answer>."
 )
+
+# ---- evaluation and data curation
+
+# The judge prompt of the paper's appendix A.2, verbatim (REFERENCE §6). The official evaluate script's copy
+# differs only in layout (the "json format" line twice, ''' fences); we pin the published one because the
+# paper's MBE figures are the ones reports compare against, and a prompt the paper prints is citable.
+JUDGE_PROMPT = """You will be given a question and its ground truth answer list where each item can be a ground truth answer. Provided a pred_answer, you need to judge if the pred_answer correctly answers the question based on the ground truth answer list.
+You should first give your rationale for the judgement, and then give your judgement result (i.e., correct or incorrect).
+
+Here is the criteria for the judgement:
+1. The pred_answer doesn't need to be exactly the same as any of the ground truth answers, but should be semantically same for the question.
+2. Each item in the ground truth answer list can be viewed as a ground truth answer for the question, and the pred_answer should be semantically same to at least one of them.
+
+question: {question}
+ground truth answers: {gt_answer}
+pred_answer: {pred_answer}
+
+The output should in the following json format:
+```json
+{
+"rationale": "your rationale for the judgement, as a text",
+"judgement": "your judgement result, can only be 'correct' or 'incorrect'"
+}
+```
+Your output:"""
+
+# The paper's low-quality filter prompt (App. A.1). Every sentence is REFERENCE §7's "verbatim core"; the line
+# breaks and the three elided value explanations ("if the question is ...") are ours, pinned by the hash.
+LOW_QUALITY_PROMPT = (
+    "Please identify whether the given question is time-sensitive, subjective, or may cause harmful answers.\n"
+    "- Time-sensitive: The answer to the question may change over time.\n"
+    "- Harmful: The answer to the question may be harmful or offensive.\n"
+    "- Subjective: The answer to the question may be subjective and not based on facts.\n\n"
+    "Here is the question: <question>{question}</question>\n\n"
+    "Wrap your answer in <answer> tags with one of the following values:\n"
+    "- time sensitive: if the question is time-sensitive\n"
+    "- harmful: if the question may cause harmful answers\n"
+    "- subjective: if the question is subjective\n"
+    "- good: if the question is none of the above"
+)
+# The paper's pass@k prompt (App. A.1), verbatim.
+PASS_AT_K_PROMPT = (
+    "Give a short answer to the following question. The answer should be in English.\n\nQuestion: {question}\n\nYour answer:"
+)

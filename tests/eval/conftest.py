@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.loopback import serve_app
+from tests.loopback import chat_completion, serve_app
 
 
 @dataclass
@@ -28,17 +28,6 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     raw: str | None = None  # sent as a text/plain body instead of a completion
 
-
-def completion(content: str) -> dict[str, Any]:
-    """A minimal OpenAI chat.completion object."""
-    return {
-        "id": "chatcmpl-judge",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "judge-test",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
 
 
 class JudgeSite:
@@ -83,7 +72,7 @@ def make_app(site: JudgeSite) -> Starlette:
         if reply.status != 200:
             error = {"error": {"message": f"echo {request.headers.get('authorization')}", "type": "test"}}
             return JSONResponse(error, status_code=reply.status, headers=reply.headers)
-        return JSONResponse(completion(reply.content), headers=reply.headers)
+        return JSONResponse(chat_completion(reply.content, "judge-test"), headers=reply.headers)
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.loopback import serve_app
+from tests.loopback import chat_completion, serve_app
 
 PASSAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "wiki" / "passages.jsonl"
 
@@ -46,17 +46,6 @@ class Reply:
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
 
-
-def completion(content: str) -> dict[str, Any]:
-    """A minimal OpenAI chat.completion object."""
-    return {
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "reader-test",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
 
 
 class ToolSite:
@@ -105,7 +94,7 @@ def make_app(site: ToolSite) -> Starlette:
         if reply.status != 200:
             error = {"error": {"message": f"echo {request.headers.get('authorization')}", "type": "test"}}
             return JSONResponse(error, status_code=reply.status, headers=reply.headers)
-        return JSONResponse(completion(reply.content or ""), headers=reply.headers)
+        return JSONResponse(chat_completion(reply.content or "", "reader-test"), headers=reply.headers)
 
     return Starlette(routes=[Route("/p/{name:path}", page), Route("/v1/chat/completions", chat, methods=["POST"])])
 

@@ -39,31 +39,15 @@ from rich.progress import Progress
 from researchrl.data.load import BadRow, Scan, scan_questions, write_verl_parquet
 from researchrl.policy.base import Context, Message, Policy, Sampling
 from researchrl.policy.openai import PolicyUnavailable
+from researchrl.prompts import LOW_QUALITY_PROMPT, PASS_AT_K_PROMPT
 from researchrl.reward.answer import normalize
 from researchrl.types import Question
-from researchrl.web.retry import RetryableError, RetryPolicy, retry_after_seconds, with_retries
+from researchrl.web.openai_errors import retryable
+from researchrl.web.retry import RetryableError, RetryPolicy, with_retries
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-# The paper's low-quality filter prompt (App. A.1). Every sentence is REFERENCE §7's "verbatim core"; the line
-# breaks and the three elided value explanations ("if the question is ...") are ours, pinned by the hash.
-LOW_QUALITY_PROMPT = (
-    "Please identify whether the given question is time-sensitive, subjective, or may cause harmful answers.\n"
-    "- Time-sensitive: The answer to the question may change over time.\n"
-    "- Harmful: The answer to the question may be harmful or offensive.\n"
-    "- Subjective: The answer to the question may be subjective and not based on facts.\n\n"
-    "Here is the question: <question>{question}</question>\n\n"
-    "Wrap your answer in <answer> tags with one of the following values:\n"
-    "- time sensitive: if the question is time-sensitive\n"
-    "- harmful: if the question may cause harmful answers\n"
-    "- subjective: if the question is subjective\n"
-    "- good: if the question is none of the above"
-)
-# The paper's pass@k prompt (App. A.1), verbatim.
-PASS_AT_K_PROMPT = (
-    "Give a short answer to the following question. The answer should be in English.\n\nQuestion: {question}\n\nYour answer:"
-)
 LOW_QUALITY_PROMPT_SHA256 = hashlib.sha256(LOW_QUALITY_PROMPT.encode()).hexdigest()
 PASS_AT_K_PROMPT_SHA256 = hashlib.sha256(PASS_AT_K_PROMPT.encode()).hexdigest()
 
@@ -384,16 +368,10 @@ class _Refused(Exception):
 
 def _fault(err: openai.APIError) -> Exception:
     """Timeouts, connection errors, 429 and 5xx are worth another try; any other error is final for the question."""
-    if isinstance(err, openai.APITimeoutError):
-        return RetryableError("labeler request timed out", "timeout")
-    if isinstance(err, openai.APIConnectionError):
-        return RetryableError("cannot reach the labeler endpoint", "connect")
-    if isinstance(err, openai.APIStatusError):
-        if err.status_code == 429 or err.status_code >= 500:
-            retry_after = retry_after_seconds(err.response.headers.get("retry-after"))
-            return RetryableError(f"HTTP {err.status_code}", f"http_{err.status_code}", retry_after)
-        return _Refused(f"http_{err.status_code}")
-    return _Refused("bad_response")
+    again = retryable(err, "labeler")
+    if again is not None:
+        return again
+    return _Refused(f"http_{err.status_code}" if isinstance(err, openai.APIStatusError) else "bad_response")
 
 
 async def check_contamination(policy: Policy, question: Question, config: ContaminationConfig, seed: int) -> Check:

@@ -40,6 +40,9 @@ def eval_command(
     judge_model: str = typer.Option("gpt-4o-mini", help="Judge model (the paper's: gpt-4o-mini)."),
     judge_key_env: str = typer.Option("JUDGE_API_KEY", help="Environment variable holding the judge's key."),
     threads: Optional[int] = options.THREADS,
+    executor: str = typer.Option("local", help="Where search/fetch/read calls run: local | ray (a pool of Ray tool workers)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address for --executor ray (default: start a local Ray)."),
+    ray_workers: int = typer.Option(2, min=1, help="Ray tool workers for --executor ray."),
 ) -> None:
     """Evaluate an agent or a baseline on a benchmark: F1, EM and MBE per data source, with the paper's figures beside them."""
     from researchrl.agent.loop import AgentConfig
@@ -54,12 +57,13 @@ def eval_command(
             raise ValueError(f"--env must be one of {', '.join(ENVS)}, not {env!r}")
         if baseline not in PROTOCOLS:
             raise ValueError(f"--baseline must be one of {', '.join(PROTOCOLS)}, not {baseline!r}")
+        scale = {"executor": executor, "ray_address": ray_address, "ray_workers": ray_workers, "cache": cache}
         if env == "local":
-            env_cfg = EnvConfig(search="local", corpus=corpus or shared_data_dir() / "wiki" / "passages.jsonl", web=web, cache=cache)
+            env_cfg = EnvConfig(search="local", corpus=corpus or shared_data_dir() / "wiki" / "passages.jsonl", web=web, **scale)  # type: ignore[arg-type]
         elif env == "sandbox":
-            env_cfg = EnvConfig(search="sandbox", web=web, cache=cache)
+            env_cfg = EnvConfig(search="sandbox", web=web, **scale)  # type: ignore[arg-type]
         else:
-            env_cfg = EnvConfig(search=search, search_url=search_url, web="replay" if env == "replay" else web, cache=cache)  # type: ignore[arg-type]
+            env_cfg = EnvConfig(search=search, search_url=search_url, web="replay" if env == "replay" else web, **scale)  # type: ignore[arg-type]
         agent = AgentConfig(
             protocol=baseline, max_turns=max_turns, sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens)
         )

@@ -28,32 +28,12 @@ from typing import Any, Literal
 
 import openai
 
+from researchrl.prompts import JUDGE_PROMPT
 from researchrl.reward.answer import em, normalize, split_golds
 from researchrl.web.cache import Store, cache_key
-from researchrl.web.retry import RetryableError, RetryPolicy, retry_after_seconds, with_retries
+from researchrl.web.openai_errors import retryable
+from researchrl.web.retry import RetryableError, RetryPolicy, with_retries
 
-# The judge prompt of the paper's appendix A.2, verbatim (REFERENCE §6). The official evaluate script's copy
-# differs only in layout (the "json format" line twice, ''' fences); we pin the published one because the
-# paper's MBE figures are the ones reports compare against, and a prompt the paper prints is citable.
-JUDGE_PROMPT = """You will be given a question and its ground truth answer list where each item can be a ground truth answer. Provided a pred_answer, you need to judge if the pred_answer correctly answers the question based on the ground truth answer list.
-You should first give your rationale for the judgement, and then give your judgement result (i.e., correct or incorrect).
-
-Here is the criteria for the judgement:
-1. The pred_answer doesn't need to be exactly the same as any of the ground truth answers, but should be semantically same for the question.
-2. Each item in the ground truth answer list can be viewed as a ground truth answer for the question, and the pred_answer should be semantically same to at least one of them.
-
-question: {question}
-ground truth answers: {gt_answer}
-pred_answer: {pred_answer}
-
-The output should in the following json format:
-```json
-{
-"rationale": "your rationale for the judgement, as a text",
-"judgement": "your judgement result, can only be 'correct' or 'incorrect'"
-}
-```
-Your output:"""
 JUDGE_PROMPT_SHA = hashlib.sha256(JUDGE_PROMPT.encode()).hexdigest()
 JUDGE_SYSTEM = "You are a helpful assistant."
 _PLACEHOLDER = re.compile(r"\{(question|gt_answer|pred_answer)\}")
@@ -220,18 +200,13 @@ class Judge:
 
     def _classify(self, err: openai.APIError) -> Exception:
         """Our error for a client error: retryable, auth (raised to the user), or a refusal."""
-        if isinstance(err, openai.APITimeoutError):
-            return RetryableError("judge request timed out", "timeout")
-        if isinstance(err, openai.APIConnectionError):
-            return RetryableError("cannot reach the judge endpoint", "connect")
+        again = retryable(err, "judge")
+        if again is not None:
+            return again
         status = getattr(err, "status_code", 0)
         if status in (401, 403):
             message = f"the judge endpoint refused the credentials (HTTP {status}); check ${self.api_key_env}"
             return JudgeAuthError(message)
-        if status == 429 or status >= 500:
-            response = getattr(err, "response", None)
-            retry_after = retry_after_seconds(response.headers.get("retry-after")) if response is not None else None
-            return RetryableError(f"HTTP {status}", f"http_{status}", retry_after)
         return _Refused(f"http_{status}" if status >= 400 else "bad_response")
 
 

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 import openai
 
 from researchrl.prompts import READER_PROMPT
-from researchrl.web.retry import RetryableError, RetryPolicy, retry_after_seconds, with_retries
+from researchrl.web.openai_errors import retryable
+from researchrl.web.retry import RetryableError, RetryPolicy, with_retries
 
 
 @dataclass(frozen=True)
@@ -178,18 +179,6 @@ def render_reader_prompt(req: ReadRequest) -> str:
     )
 
 
-def _retryable(err: openai.APIError) -> RetryableError | None:
-    """The retryable form of an OpenAI client error (timeouts, connection, 429, 5xx), else None."""
-    if isinstance(err, openai.APITimeoutError):
-        return RetryableError("reader request timed out", "timeout")
-    if isinstance(err, openai.APIConnectionError):
-        return RetryableError("cannot reach the reader endpoint", "connect")
-    if isinstance(err, openai.APIStatusError) and (err.status_code == 429 or err.status_code >= 500):
-        retry_after = retry_after_seconds(err.response.headers.get("retry-after"))
-        return RetryableError(f"HTTP {err.status_code}", f"http_{err.status_code}", retry_after)
-    return None
-
-
 @dataclass
 class LLMReader:
     """The paper's reading agent (official: qwen-plus, temperature 0.6) on any OpenAI-compatible endpoint.
@@ -258,7 +247,7 @@ class LLMReader:
         except openai.APIError as err:
             status = getattr(err, "status_code", 0)
             kind = f"http_{status}" if status >= 400 else "bad_response"
-            failure = _retryable(err) or ReaderError(kind, f"reader {self.model!r} refused the request")
+            failure = retryable(err, "reader") or ReaderError(kind, f"reader {self.model!r} refused the request")
         except ValueError:  # openai lets json.JSONDecodeError through for a 2xx JSON-typed body that is not JSON
             failure = ReaderError("bad_response", f"reader {self.model!r} answered with a body that is not JSON")
         else:
