@@ -80,11 +80,10 @@ def r1searcher_stream(batch: int = 32) -> list[Group]:
     query = re.compile(r"<\|begin_of_query\|>(.*?)<\|end_of_query\|>", re.DOTALL)
     questions: list[Group] = []
     for name in R1_PAIRS:
-        runs = [gzip.open(folder / f"{name}_{model}.jsonl.gz", "rt").read().splitlines() for model in ("qwen", "llama")]
-        for qwen, llama in zip(*runs):
-            pair = [json.loads(qwen), json.loads(llama)]
-            assert pair[0]["question"] == pair[1]["question"], "the two policies' files must list the same questions"
-            questions.append([[[("search", q)] for q in query.findall(r["gen_text_store"])] for r in pair])
+        qwen, llama = ({json.loads(line)["question"]: json.loads(line)["gen_text_store"]
+                        for line in gzip.open(folder / f"{name}_{model}.jsonl.gz", "rt")} for model in ("qwen", "llama"))
+        for question in sorted(qwen.keys() & llama.keys()):  # the files list the same questions in other orders
+            questions.append([[[("search", q)] for q in query.findall(text)] for text in (qwen[question], llama[question])])
     return [sum(questions[i : i + batch], []) for i in range(0, len(questions), batch)]
 
 

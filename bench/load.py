@@ -7,8 +7,9 @@ The ratio is wall time ÷ the slowest single call chain. Every call here is one 
 page fetch followed by local extraction and reading), so the slowest chain is the largest latency the sandbox
 injected into any request of the run (recomputed from its seeded draws) — the wall time of a perfectly parallel
 executor. The sandbox runs in its own process (`researchrl sandbox serve`), so its work is not charged to the
-executor; the cache is off (`web=live`), so every call really goes upstream. Prints figures, writes
-bench/results/load.json. Not a test: nothing here passes or fails.
+executor; the cache is off (`web=live`), so every call really goes upstream. CPU seconds of the driver and
+of the sandbox show where the time went. Prints figures, writes bench/results/load_<executor>.json with
+{"ratio": ...}. Not a test: nothing here passes or fails.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import psutil
 
 from researchrl.data.load import load_questions
 from researchrl.environment import EnvConfig, open_environment
@@ -114,31 +116,38 @@ def main() -> None:
     parser.add_argument("--executors", default="local,ray", help="comma-separated: local (asyncio) and/or ray")
     parser.add_argument("--ray-workers", type=int, default=2, help="Ray tool workers (this machine has 2 cores)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "load.json")
+    parser.add_argument("--out-dir", type=Path, default=HERE / "results", help="load_<executor>[suffix].json go here")
+    parser.add_argument("--suffix", default="", help="added to the result file names (e.g. _1024)")
     args = parser.parse_args()
     os.environ.setdefault("SERPER_API_KEY", "sandbox")  # the sandbox speaks Serper's API and ignores the key
     calls = workload(args.calls, args.seed)
-    results: dict[str, Any] = {"calls": args.calls, "latency_median_ms": MEDIAN_MS, "latency_p99_ms": P99_MS}
+    settings = {"calls": args.calls, "latency_median_ms": MEDIAN_MS, "latency_p99_ms": P99_MS, "ray_workers": args.ray_workers}
     for executor in args.executors.split(","):
         port = free_port()
         server = start_sandbox(port, args.seed)
         try:
             base = f"http://127.0.0.1:{port}"
+            cpu = time.process_time()
             figures = asyncio.run(run(calls, base, executor, args.ray_workers))
+            figures["driver_cpu_s"] = round(time.process_time() - cpu, 1)
+            figures["sandbox_cpu_s"] = round(sum(psutil.Process(server.pid).cpu_times()[:2]), 1)
             requests = httpx.get(f"{base}/_faults", timeout=5).json()["requests"]
         finally:
             server.terminate()
             server.wait(timeout=10)
+        if not requests:
+            raise SystemExit(f"{executor}: no request reached the sandbox: {figures}")
         draws = FaultConfig(seed=args.seed, latency_ms=MEDIAN_MS, latency_p99_ms=P99_MS)
         slowest = max(draws.draw(n)[1] for n in range(requests))
         figures.update(upstream_requests=requests, slowest_chain_s=round(slowest, 3),
                        ratio=round(figures["wall_s"] / slowest, 3))
-        results[executor] = figures
         print(f"{executor:5s}: {args.calls} calls in {figures['wall_s']} s; slowest chain {slowest:.2f} s; "
-              f"ratio {figures['ratio']}; p50 call {figures['call_p50_s']} s; errors {figures['errors']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.out}")
+              f"ratio {figures['ratio']}; p50 call {figures['call_p50_s']} s; CPU s: driver {figures['driver_cpu_s']}, "
+              f"sandbox {figures['sandbox_cpu_s']}; errors {figures['errors']}")
+        out = args.out_dir / f"load_{'asyncio' if executor == 'local' else executor}{args.suffix}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**settings, "executor": executor, **figures}, indent=2))
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

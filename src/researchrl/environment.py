@@ -120,7 +120,8 @@ def store_spec(cfg: EnvConfig) -> str:
     if cfg.cache:
         return cfg.cache
     if cfg.web in ("record", "replay"):
-        raise ValueError(f"--web {cfg.web} needs --cache FILE (the recording to {cfg.web.rstrip('e')}e into)")
+        what = "the file to record into" if cfg.web == "record" else "the recording to replay"
+        raise ValueError(f"--web {cfg.web} needs --cache FILE ({what})")
     return "memory" if cfg.search in ("sandbox", "local") else str(DEFAULT_CACHE)
 
 
@@ -169,8 +170,6 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
     from researchrl.web.ledger import Ledger, Prices
     from researchrl.web.limits import Breakers, CircuitBreaker, RateLimit
 
-    if cfg.web not in WEB_MODES:
-        raise ValueError(f"--web must be one of {', '.join(WEB_MODES)}, not {cfg.web!r}")
     names = provider_names(cfg)
     async with contextlib.AsyncExitStack() as stack:
         store = open_store(store_spec(cfg))
@@ -181,9 +180,9 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
         else:
             ledger = Ledger(prices, cfg.step_budget_usd, cfg.run_budget_usd)
         breaker = {"failures": cfg.breaker_failures, "cooldown": cfg.breaker_cooldown}
-        search = pages = reader = None
+        search = pages = reader = extract = None
         if cfg.web != "replay":
-            providers, pages, reader = await _upstreams(cfg, stack)
+            providers, pages, reader, extract = await _upstreams(cfg, stack)
             guarded = [
                 GuardedSearch(
                     providers[name],
@@ -211,7 +210,8 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
         tools = [WebSearchTool(search, top_k=cfg.top_k, style=style, snippet_chars=cfg.snippet_chars)]
         if "browse_webpage" in get_protocol(protocol).tool_names:
             tools.append(
-                BrowseTool(pages, reader, segment_chars=cfg.segment_chars, max_segments_per_url=cfg.max_segments_per_url)
+                BrowseTool(pages, reader, segment_chars=cfg.segment_chars, max_segments_per_url=cfg.max_segments_per_url,
+                           extract=extract)
             )
         yield Toolset(tools, ledger=ledger)
 
@@ -225,8 +225,8 @@ async def _reader_identity(cfg: EnvConfig) -> dict[str, str]:
     return {"reader_id": reader.cache_id, "provider": f"reader:{cfg.reader_model}"}
 
 
-async def _upstreams(cfg: EnvConfig, stack: contextlib.AsyncExitStack) -> tuple[dict[str, Any], Any, Any]:
-    """The raw providers, pages and reader: in this process, or proxies to a pool of Ray tool workers."""
+async def _upstreams(cfg: EnvConfig, stack: contextlib.AsyncExitStack) -> tuple[dict[str, Any], Any, Any, Any]:
+    """The raw providers, pages, reader and page extractor (None: in a thread here): local, or on Ray tool workers."""
     fetch_cfg, sandbox_url = cfg.fetch, None
     if cfg.search == "sandbox":
         server = start_sandbox(cfg)
@@ -240,16 +240,14 @@ async def _upstreams(cfg: EnvConfig, stack: contextlib.AsyncExitStack) -> tuple[
         )
     factory = Upstreams(cfg, sandbox_url, fetch_cfg)
     if cfg.executor == "local":
-        return factory()
-    if cfg.executor != "ray":
-        raise ValueError(f"executor must be 'local' or 'ray', not {cfg.executor!r}")
+        return (*factory(), None)
     from researchrl.distributed.tools import RayToolPool
 
     pool = RayToolPool(factory, workers=cfg.ray_workers, address=cfg.ray_address)
     await pool.start()
     stack.push_async_callback(pool.aclose)
     names = provider_names(cfg)
-    return {name: pool.search(name=name) for name in names}, pool.pages(), pool.reader()
+    return {name: pool.search(name=name) for name in names}, pool.pages(), pool.reader(), pool.extractor()
 
 
 def start_sandbox(cfg: EnvConfig):  # noqa: ANN201

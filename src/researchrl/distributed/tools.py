@@ -27,6 +27,7 @@ from typing import Any, Literal
 from researchrl.distributed.cluster import connect, require_ray, shutdown_if_ours
 from researchrl.search.base import MissingCredentials, SearchBackend, SearchError
 from researchrl.tools.browse import PageSource
+from researchrl.tools.pages import extract_text
 from researchrl.tools.reader import Reader, ReaderError, ReadRequest, ReadResult
 from researchrl.types import Page, SearchResult
 from researchrl.web.errors import FetchError
@@ -105,6 +106,11 @@ class ToolWorker:
             return await self.page_source.fetch(url)
         except FetchError as err:
             return RemoteFault.of(err)
+
+    async def extract(self, page: Page) -> str:
+        """A page's main text, extracted in this worker's process (the CPU-heavy step of a browse)."""
+        self.served["extract"] += 1
+        return await asyncio.to_thread(extract_text, page)
 
     async def read(self, request: ReadRequest) -> ReadResult | RemoteFault:
         """The reader's result, or the ReaderError as data."""
@@ -204,6 +210,10 @@ class RayToolPool:
         """A Reader whose reads run on the pool."""
         return RemoteReader(self, timeout or self.timeout)
 
+    def extractor(self, timeout: float | None = None) -> RemoteExtractor:
+        """BrowseTool's `extract`: page text extraction on the pool, so its CPU work spreads over the workers."""
+        return RemoteExtractor(self, timeout or self.timeout)
+
     async def call(
         self, method: str, args: tuple[Any, ...], timeout: float, fault: Callable[[str, str], ToolFault]
     ) -> Any:  # noqa: ANN401
@@ -302,6 +312,18 @@ class RemoteReader:
 
     async def aclose(self) -> None:
         """Nothing to release here: the pool owns the workers."""
+
+
+@dataclass
+class RemoteExtractor:
+    """Main-text extraction on a RayToolPool; a lost or slow worker is the page's FetchError."""
+
+    pool: RayToolPool
+    timeout: float
+
+    async def __call__(self, page: Page) -> str:
+        """The page's main text, extracted by a worker."""
+        return await self.pool.call("extract", (page,), self.timeout, functools.partial(FetchError, page.url))
 
 
 @dataclass(frozen=True)

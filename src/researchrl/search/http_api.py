@@ -14,6 +14,7 @@ A well-formed response with no results is an empty list, never an error and neve
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,6 +26,7 @@ from researchrl.types import SearchResult
 from researchrl.web.retry import RetryableError, RetryPolicy, retry_after_seconds, with_retries
 
 _EXCERPT_CHARS = 200
+MAX_IN_FLIGHT = 100  # requests in flight per client (httpx's default pool size); more callers queue fairly
 
 
 def env_or(value: str | None, env_var: str, provider: str) -> str:
@@ -47,7 +49,10 @@ class HttpSearchApi:
         self._timeout = httpx.Timeout(timeout)  # connect, read, write and pool, each bounded
         self._secret = secret
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.AsyncClient(timeout=self._timeout)
+        limits = httpx.Limits(max_connections=MAX_IN_FLIGHT)
+        self._client = client if client is not None else httpx.AsyncClient(timeout=self._timeout, limits=limits)
+        # Requests wait here, not in httpx's pool: its queue is scanned per event (quadratic at thousands queued).
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -87,9 +92,10 @@ class HttpSearchApi:
     ) -> Any:
         """One try: network faults, 429 and 5xx become RetryableError; a malformed URL (our bug) raises as is."""
         try:
-            response = await self._client.request(
-                method, self.base_url + path, headers=headers, params=params, json=json, timeout=self._timeout
-            )
+            async with self._slots:
+                response = await self._client.request(
+                    method, self.base_url + path, headers=headers, params=params, json=json, timeout=self._timeout
+                )
         except httpx.TimeoutException as err:
             raise RetryableError(f"no response within {self._timeout.read}s ({type(err).__name__})", "timeout") from err
         except httpx.ConnectError as err:

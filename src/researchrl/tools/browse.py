@@ -16,6 +16,7 @@ a run is reproducible), while different sub-queries are read concurrently.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from researchrl.prompts import BROWSE_WEBPAGE_SCHEMA
@@ -49,6 +50,11 @@ def url_list(value: object, cap: int) -> list[str]:
     return list(dict.fromkeys(urls))[:cap]
 
 
+async def _extract_in_thread(page: Page) -> str:
+    """Main-text extraction off the event loop (CPU work, mostly in lxml)."""
+    return await asyncio.to_thread(extract_text, page)
+
+
 class BrowseTool:
     """The browse_webpage tool: stateless itself, all reading state lives in the EpisodeState."""
 
@@ -62,9 +68,11 @@ class BrowseTool:
         segment_chars: int = SEGMENT_CHARS,
         max_segments_per_url: int = 5,
         max_urls: int = 5,
+        extract: Callable[[Page], Awaitable[str]] | None = None,
     ):
         self.pages = pages
         self.reader = reader
+        self.extract = extract or _extract_in_thread  # a Ray pool passes its workers' extractor
         self.segment_chars = segment_chars  # official viewport page: 40 960 characters
         self.max_segments_per_url = max_segments_per_url  # reader calls per URL per browse (official: unbounded)
         self.max_urls = max_urls  # URLs read per call; the rest of url_list is ignored
@@ -92,9 +100,9 @@ class BrowseTool:
         """The page's segments, or the fault that kept us from them."""
         try:
             page = await self.pages.fetch(url)
+            text = await self.extract(page)
         except FetchError as err:
             return err
-        text = await asyncio.to_thread(extract_text, page)
         segments = segment(text, self.segment_chars)
         return segments if segments else FetchError(url, "empty_page", "no readable text on the page")
 

@@ -184,6 +184,8 @@ class Fetcher:
             limits=httpx.Limits(max_connections=cfg.max_connections),
         )
         self._hosts = HostLimiter(cfg.per_host_concurrency, cfg.max_tracked_hosts)
+        # Requests wait here, not in httpx's pool: its queue is scanned per event (quadratic at thousands queued).
+        self._slots = asyncio.Semaphore(cfg.max_connections)
         self._headers = {
             "User-Agent": cfg.user_agent,
             "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5",
@@ -224,7 +226,7 @@ class Fetcher:
     async def _attempt(self, url: str) -> Page | str:
         """One guarded request; network faults become RetryableError, the rest FetchError."""
         target = await check_url_async(url, self.config.allow_hosts, timeout=self.config.connect_timeout)
-        async with self._hosts.hold(target.host):
+        async with self._hosts.hold(target.host), self._slots:
             try:
                 async with self._client.stream(
                     "GET", url, headers=self._headers, timeout=self._timeout, follow_redirects=False

@@ -13,7 +13,7 @@ from researchrl.types import Action, Answer, FormatError, Observation, ToolCall
 ARGUMENT_KEY = {"web_search": "query", "browse_webpage": "url_list"}
 
 
-def _between(text: str, open_tag: str, close_tag: str) -> str | None:
+def between(text: str, open_tag: str, close_tag: str) -> str | None:
     """Text between the first `open_tag` and the first `close_tag` after it."""
     start = text.find(open_tag)
     if start < 0:
@@ -64,12 +64,12 @@ class DeepResearcherProtocol:
         if "<think>" in text and "<answer>" in text:
             if "</think>" not in text:
                 return FormatError("answer without </think>")
-            answer = _between(text, "<answer>", "</answer>")
+            answer = between(text, "<answer>", "</answer>")
             return FormatError("unclosed <answer>") if answer is None else Answer(answer.strip())
         if "<think>" in text and "<tool_call>" in text:
             if "</think>" not in text:
                 return FormatError("tool call without </think>")
-            body = _between(text, "<tool_call>", "</tool_call>")
+            body = between(text, "<tool_call>", "</tool_call>")
             return FormatError("unclosed <tool_call>") if body is None else parse_tool_call(body)
         return FormatError("no <answer> or <tool_call>")
 

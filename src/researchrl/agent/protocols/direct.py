@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from researchrl.agent.frame import ChatFrame
-from researchrl.agent.protocols.deepresearcher import _between
+from researchrl.agent.protocols.deepresearcher import between
 from researchrl.policy.base import Message
 from researchrl.prompts import COT_INSTRUCTION, RAG_INSTRUCTION
 from researchrl.types import Action, Answer, FormatError, Observation
@@ -34,7 +34,7 @@ class DirectProtocol:
             return FormatError("no <answer>")
         if "</think>" not in text:
             return FormatError("answer without </think>")
-        answer = _between(text, "<answer>", "</answer>")
+        answer = between(text, "<answer>", "</answer>")
         return FormatError("unclosed <answer>") if answer is None else Answer(answer.strip())
 
     def observation_pieces(self, frame: ChatFrame, obs: Observation, ended_with_eos: bool) -> list[tuple[str, bool]]:
