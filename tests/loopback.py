@@ -7,10 +7,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 
 @contextlib.contextmanager
@@ -62,3 +65,24 @@ def chat_completion(content: str, model: str = "loopback-test") -> dict[str, Any
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
+
+
+@dataclass
+class Reply:
+    """One scripted answer of a loopback chat endpoint: a completion with `content`, an error `status`, or a `raw` body."""
+
+    content: str = ""
+    status: int = 200
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: str | None = None  # sent as a text/plain body instead of a completion
+
+
+def chat_response(reply: Reply, request: Request, model: str) -> Response:
+    """The HTTP response a Reply stands for; error bodies echo the Authorization header (to catch key leaks)."""
+    if reply.raw is not None:
+        return PlainTextResponse(reply.raw, status_code=reply.status, headers=reply.headers)
+    if reply.status != 200:
+        error = {"error": {"message": f"echo {request.headers.get('authorization')}", "type": "test"}}
+        return JSONResponse(error, status_code=reply.status, headers=reply.headers)
+    return JSONResponse(chat_completion(reply.content, model), headers=reply.headers)

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from researchrl import options
+from researchrl.options import fail
 from researchrl.environment import SEARCH_NAMES, EnvConfig
 
 app = typer.Typer(
@@ -21,7 +22,6 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-err_console = Console(stderr=True)
 
 
 def _mount() -> None:
@@ -38,12 +38,6 @@ def _mount() -> None:
 
 
 _mount()
-
-
-def fail(message: str) -> typer.Exit:
-    """One clear red line and a non-zero exit, for user mistakes and unreachable services."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 @app.command()

@@ -1,8 +1,18 @@
-"""Command-line options that `ask` and `eval` share: one definition, one help text."""
+"""What the commands share: options with one definition and help text, and the one-line exit for user mistakes."""
 
 from __future__ import annotations
 
 import typer
+from rich.console import Console
+
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    """One clear red line (never wrapped) and exit code 2, for user mistakes and unreachable services."""
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code=2)
+
 
 MODEL = typer.Option("embedded", help="HF path/directory, 'embedded' (SmolLM2-135M-Instruct), or with --base-url the served model name.")
 BASE_URL = typer.Option(None, help="OpenAI-compatible endpoint of the policy (vLLM, llama.cpp, Ollama, hosted).")

@@ -6,27 +6,15 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.loopback import chat_completion, serve_app
-
-
-@dataclass
-class Reply:
-    """One scripted answer: a completion with `content`, or an error `status` (JSON error body)."""
-
-    content: str = ""
-    status: int = 200
-    delay: float = 0.0
-    headers: dict[str, str] = field(default_factory=dict)
-    raw: str | None = None  # sent as a text/plain body instead of a completion
+from tests.loopback import Reply, chat_response, serve_app
 
 
 
@@ -67,12 +55,7 @@ def make_app(site: JudgeSite) -> Starlette:
         finally:
             with site.lock:
                 site.in_flight -= 1
-        if reply.raw is not None:
-            return PlainTextResponse(reply.raw, status_code=reply.status, headers=reply.headers)
-        if reply.status != 200:
-            error = {"error": {"message": f"echo {request.headers.get('authorization')}", "type": "test"}}
-            return JSONResponse(error, status_code=reply.status, headers=reply.headers)
-        return JSONResponse(chat_completion(reply.content, "judge-test"), headers=reply.headers)
+        return chat_response(reply, request, "judge-test")
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 

@@ -12,7 +12,7 @@ import pytest
 from researchrl.agent.loop import AgentConfig
 from researchrl.environment import EnvConfig
 from researchrl.eval.benchmark import EvalJob, run_benchmark
-from researchrl.eval.judge import Judge
+from researchrl.eval.judge import Judge, JudgeAuthError
 from researchrl.policy.base import Context, Sampling
 from researchrl.policy.scripted import ScriptedPolicy
 from researchrl.policy.tokenizers import ByteChatTokenizer
@@ -156,3 +156,10 @@ def test_no_browse_baseline_offers_only_search(data: Path, tmp_path: Path) -> No
 
     records, _, _ = run(job(data, tmp_path / "out", protocol="no_browse"), search_then_answer)
     assert all(r["tool_calls"] == ["web_search"] for r in records)
+
+
+def test_a_rejected_judge_key_stops_the_evaluation(data: Path, tmp_path: Path, judge_site) -> None:  # noqa: ANN001
+    judge_site.default = Reply(status=401)
+    with pytest.raises(JudgeAuthError):
+        run(job(data, tmp_path / "out", concurrency=1), judge_url=judge_site.base_url)
+    assert judge_site.count == 1  # the first inexact answer asked once; nothing after it was judged

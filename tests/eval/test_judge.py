@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import time
@@ -16,7 +15,6 @@ from researchrl.eval.judge import (
     Judge,
     JudgeAuthError,
     Verdict,
-    judge_records,
     parse_judgement,
     render_judge_prompt,
 )
@@ -227,34 +225,4 @@ async def test_concurrency_is_bounded_at_the_server(judge_site: JudgeSite) -> No
     verdicts = await asyncio.gather(*(judge.judge(QUESTION, GOLDS, f"answer {i}") for i in range(9)))
     assert all(v.correct for v in verdicts)
     assert judge_site.count == 9 and judge_site.max_in_flight == 3
-    await judge.aclose()
-
-
-async def test_judge_records_adds_verdict_fields(judge_site: JudgeSite, judge: Judge) -> None:
-    base = {"question": QUESTION, "golds": GOLDS}
-    records = [
-        {**base, "answer": "Paris", "format_ok": True},
-        {**base, "answer": "Paris, France", "format_ok": True},
-        {**base, "answer": "Paris", "format_ok": False},  # a format failure is not judged, even if it names the gold
-    ]
-    judge_site.replies = [Reply(CORRECT)]
-    judged = await judge_records(judge, records)
-    assert [(r["mbe"], r["judge"]["source"], r["judge"]["error"]) for r in judged] == [
-        (1.0, "exact", None),
-        (1.0, "judge", None),
-        (0.0, "no_answer", None),
-    ]
-    assert judged[1]["judge"]["rationale"] == "Paris is the city." and judged[0]["answer"] == "Paris"
-    assert judge_site.count == 1
-    json.dumps(judged)  # records stay JSON-ready
-
-
-async def test_judge_records_stops_on_an_auth_failure(judge_site: JudgeSite) -> None:
-    judge_site.default = Reply(status=401, delay=0.05)
-    judge = make_judge(judge_site, concurrency=2)
-    records = [{"question": QUESTION, "golds": GOLDS, "answer": f"guess {i}", "format_ok": True} for i in range(20)]
-    with pytest.raises(JudgeAuthError):
-        await judge_records(judge, records)
-    await asyncio.sleep(0.4)  # time enough for uncancelled tasks to send the rest
-    assert judge_site.count <= 4  # the rest were cancelled, not sent
     await judge.aclose()

@@ -6,17 +6,16 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.loopback import chat_completion, serve_app
+from tests.loopback import Reply, chat_response, serve_app
 
 PASSAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "wiki" / "passages.jsonl"
 
@@ -34,17 +33,6 @@ def passage_texts(ids: set[str]) -> dict[str, str]:
             if len(texts) == len(ids):
                 break
     return texts
-
-
-@dataclass
-class Reply:
-    """One scripted answer of the chat-completions endpoint."""
-
-    content: str | None = None  # the assistant message; None with `raw` set sends `raw` as the body instead
-    status: int = 200
-    raw: str | None = None
-    delay: float = 0.0
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 
@@ -89,12 +77,7 @@ def make_app(site: ToolSite) -> Starlette:
             site.chat_requests.append((dict(request.headers), body))
             reply = site.replies.pop(0) if site.replies else Reply("<extracted_info></extracted_info>")
         await asyncio.sleep(reply.delay)
-        if reply.raw is not None:
-            return PlainTextResponse(reply.raw, status_code=reply.status, headers=reply.headers)
-        if reply.status != 200:
-            error = {"error": {"message": f"echo {request.headers.get('authorization')}", "type": "test"}}
-            return JSONResponse(error, status_code=reply.status, headers=reply.headers)
-        return JSONResponse(chat_completion(reply.content or "", "reader-test"), headers=reply.headers)
+        return chat_response(reply, request, "reader-test")
 
     return Starlette(routes=[Route("/p/{name:path}", page), Route("/v1/chat/completions", chat, methods=["POST"])])
 

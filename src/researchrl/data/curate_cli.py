@@ -22,16 +22,11 @@ from researchrl.data.curate import (
     parse_mix,
     report_path,
 )
+from researchrl.options import err_console, fail
 from researchrl.policy.base import Policy
 
 console = Console()
-err_console = Console(stderr=True)
 
-
-def _fail(message: str) -> typer.Exit:
-    """One red line (never wrapped) and exit code 2, as `researchrl.cli.fail` (not imported: cli.py imports this module)."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 def curate(
@@ -55,19 +50,19 @@ def curate(
     """Dedup, filter (LLM labels, pass@k contamination), mix and write raw QA as a training parquet, with a report."""
     for path in inputs:
         if not path.is_file():
-            raise _fail(f"input file not found: {path}")
+            raise fail(f"input file not found: {path}")
     if out.suffix != ".parquet":
-        raise _fail(f"--out must end in .parquet, not {out.name!r}")
+        raise fail(f"--out must end in .parquet, not {out.name!r}")
     if bool(labeler_url) != bool(labeler_model):
-        raise _fail("--labeler-url and --labeler-model go together")
+        raise fail("--labeler-url and --labeler-model go together")
     if contamination_url and not contamination_model:
-        raise _fail("--contamination-url needs --contamination-model (the served model's name)")
+        raise fail("--contamination-url needs --contamination-model (the served model's name)")
     if size is not None and mix is None:
-        raise _fail("--size needs --mix")
+        raise fail("--size needs --mix")
     try:
         ratios = parse_mix(mix) if mix is not None else None
     except ValueError as err:
-        raise _fail(f"--mix: {err}") from None
+        raise fail(f"--mix: {err}") from None
     config = CurateConfig(
         split=split,
         limit=limit,
@@ -80,7 +75,7 @@ def curate(
     try:
         report = asyncio.run(_run(inputs, out, config, base_model))
     except InputError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     _print_summary(report, out)
 
 
@@ -95,7 +90,7 @@ def _base_model(name: str, url: str | None, key_env: str, threads: int | None) -
     try:
         return HFPolicy.load(name, threads=threads)
     except (OSError, RuntimeError, ValueError) as err:  # missing path or extra, not a model
-        raise _fail(f"cannot load --contamination-model {name!r}: {err}") from None
+        raise fail(f"cannot load --contamination-model {name!r}: {err}") from None
 
 
 async def _run(inputs: list[Path], out: Path, config: CurateConfig, base_model: Policy | None) -> CurateReport:

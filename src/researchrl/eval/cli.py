@@ -46,7 +46,8 @@ def eval_command(
 ) -> None:
     """Evaluate an agent or a baseline on a benchmark: F1, EM and MBE per data source, with the paper's figures beside them."""
     from researchrl.agent.loop import AgentConfig
-    from researchrl.cli import _user_error, console, fail
+    from researchrl.cli import _user_error, console
+    from researchrl.options import fail
     from researchrl.environment import EnvConfig
     from researchrl.eval.benchmark import EvalJob, check_job
     from researchrl.policy.base import Sampling

@@ -208,22 +208,3 @@ class Judge:
             message = f"the judge endpoint refused the credentials (HTTP {status}); check ${self.api_key_env}"
             return JudgeAuthError(message)
         return _Refused(f"http_{status}" if status >= 400 else "bad_response")
-
-
-async def judge_records(judge: Judge, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each eval record with its verdict's fields added; a format failure is judged as no answer.
-
-    Records are judged concurrently (the judge bounds requests in flight); a JudgeAuthError cancels the rest.
-    """
-    tasks = [
-        asyncio.ensure_future(judge.judge(r["question"], r["golds"], r["answer"] if r.get("format_ok") else None))
-        for r in records
-    ]
-    try:
-        verdicts = await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    return [{**record, **verdict.record_fields()} for record, verdict in zip(records, verdicts)]

@@ -9,9 +9,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from researchrl.options import fail
 from researchrl.report.html import MAX_TRAJECTORIES, write_report
-
-err_console = Console(stderr=True)
 
 
 def report(
@@ -22,17 +21,12 @@ def report(
 ) -> None:
     """Write one self-contained HTML page of a run: config, training curves, eval tables, browsable trajectories."""
     if not run_dir.is_dir():
-        raise _fail(f"{run_dir} is not a directory")
+        raise fail(f"{run_dir} is not a directory")
     try:
         path = write_report(run_dir, out, max_trajectories)
     except (ValueError, OSError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     Console().print(f"report: {path}")
     if open_browser:
         webbrowser.open(path.resolve().as_uri())
 
-
-def _fail(message: str) -> typer.Exit:
-    """One red line and exit code 2, for a user's mistake (a wrong path, a directory that is not a run)."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    return typer.Exit(code=2)

@@ -29,14 +29,13 @@ from researchrl.tools.reader import Reader, ReaderError, ReadRequest, ReadResult
 from researchrl.types import Page, SearchResult
 from researchrl.web.cache import SingleFlight, Store, cache_key
 from researchrl.web.errors import FetchError
+from researchrl.web.guard import REFUSALS
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Exception)
 Mode = Literal["live", "cache", "record", "replay"]
 MODES: tuple[Mode, ...] = ("live", "cache", "record", "replay")
 DAY = 86_400.0
-# Refusals by our own guards (web/guard.py), not answers from upstream: recording them would pin a budget cap forever.
-LOCAL_REFUSALS = frozenset({"budget_exhausted", "circuit_open", "rate_limited", "missing_credentials"})
 
 
 class ReplayMiss(Exception):
@@ -193,7 +192,8 @@ class _ReadThrough:
         try:
             value = await call()
         except self.errors as err:
-            if self.mode == "record" and getattr(err, "kind", None) not in LOCAL_REFUSALS:
+            # our own guards' refusals are not answers from upstream: recording them would pin a budget cap forever
+            if self.mode == "record" and getattr(err, "kind", None) not in REFUSALS:
                 await save(None, err)
             raise
         await save(value, None)
