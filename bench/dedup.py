@@ -34,8 +34,9 @@ from researchrl.sandbox.faults import FaultConfig
 from researchrl.sandbox.server import SandboxServer
 from researchrl.search.serper import SerperSearch
 from researchrl.web.cache import MemoryStore, SingleFlight
-from researchrl.web.cached import CachedPages, CachedSearch, CacheTTL
+from researchrl.web.cached import Cached
 from researchrl.web.http import FetchConfig, Fetcher
+from researchrl.web.kinds import PAGE, SEARCH
 
 Call = tuple[str, str]  # ("search", query) or ("page", path)
 Rollout = list[list[Call]]  # turns, each with the upstream calls it makes
@@ -145,8 +146,8 @@ async def replay(groups: list[Group], strategy: str, server: SandboxServer) -> O
         front_search, front_pages = ExactCache(search), ExactCache(pages)
     elif strategy == "ours":
         store, flight = MemoryStore(), SingleFlight()
-        front_search = CachedSearch(search, store, "cache", CacheTTL(), flight)
-        front_pages = CachedPages(pages, store, "cache", CacheTTL(), flight)
+        front_search = Cached(SEARCH, search, store, "cache", flight=flight)
+        front_pages = Cached(PAGE, pages, store, "cache", flight=flight)
     else:
         front_search, front_pages = search, pages
 

@@ -18,8 +18,9 @@ from pathlib import Path
 from researchrl.data.load import load_questions
 from researchrl.environment import RunningEnvironment
 from researchrl.policy.embedded import resolve_model_path
-from researchrl.rl.config import TrainConfig
-from researchrl.rl.train import agent_config, env_config
+from researchrl.config import merge
+from researchrl.rl.config import load_config
+from researchrl.rl.train import env_config
 from researchrl.sandbox.config import shared_data_dir
 
 
@@ -46,16 +47,14 @@ def main() -> None:
     from researchrl.rl.grpo import run_grpo
     from researchrl.rl.rollout import Rollout
 
-    cfg = TrainConfig().with_overrides(
-        dict(group_size=args.group_size, questions_per_step=1, max_steps=1, save_steps=1000,
-             micro_batch=args.micro_batch, gradient_checkpointing=args.gradient_checkpointing)
-    )
+    cfg = merge(load_config("cpu"), dict(group_size=args.group_size, questions_per_step=1, max_steps=1, save_steps=1000,
+                                         micro_batch=args.micro_batch, gradient_checkpointing=args.gradient_checkpointing))
     peak = matmul_peak_gflops()
     questions = load_questions(shared_data_dir() / "wiki" / "questions.jsonl")[:16]
     env = RunningEnvironment(env_config(cfg), "deepresearcher")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        rollout = Rollout(questions, env, agent_config(cfg, greedy=False), log_path=root / "trajectories.jsonl")
+        rollout = Rollout(questions, env, cfg.agent, log_path=root / "trajectories.jsonl")
         started = time.perf_counter()
         run_grpo(resolve_model_path(args.model), questions, rollout, cfg, root / "grpo", root / "metrics.jsonl")
         total = time.perf_counter() - started

@@ -13,6 +13,7 @@ import pytest
 from researchrl.agent.loop import AgentConfig, run_episode
 from researchrl.data.load import load_questions
 from researchrl.environment import EnvConfig, open_environment
+from researchrl.errors import ConfigError
 from researchrl.policy.scripted import ScriptedPolicy
 from researchrl.policy.tokenizers import ByteChatTokenizer
 from researchrl.records import trajectory_record
@@ -75,8 +76,28 @@ def test_replay_fails_loudly_on_a_miss_naming_the_key(tmp_path, questions) -> No
         asyncio.run(episodes(EnvConfig(web="replay", cache=recording), questions[1:2]))
 
 
+def test_the_llm_reader_with_no_url_offline_is_the_in_process_sandbox_reader(questions) -> None:  # noqa: ANN001
+    """`--set env.reader=llm` alone (as `researchrl train` takes it): the sandbox's own reader reads every page."""
+    env = EnvConfig(reader="llm")
+    assert env.sandbox_reader and env.reader_name == "sandbox-reader"
+
+    async def run() -> tuple[list[Trajectory], dict[str, float]]:
+        async with open_environment(env) as tools:
+            done = await asyncio.gather(*(
+                run_episode(q, ScriptedPolicy(expert(q.answers[0]), ByteChatTokenizer()), tools, AgentConfig())
+                for q in questions[:3]
+            ))
+            return list(done), tools.ledger.metrics()
+
+    trajectories, spend = asyncio.run(run())
+    assert all("browse_webpage" in [c.name for c in t.tool_calls] for t in trajectories)
+    assert spend["web/calls/read/reader:sandbox-reader"] >= 3
+    with pytest.raises(ConfigError, match="reader llm needs a reader URL"):
+        asyncio.run(episodes(EnvConfig(reader="llm", search="searxng", search_url="http://127.0.0.1:9", web="live"), []))
+
+
 def test_replay_and_record_need_a_cache_file() -> None:
-    with pytest.raises(ValueError, match="--web replay needs --cache"):
+    with pytest.raises(ConfigError, match="web mode replay needs a cache file"):
         asyncio.run(episodes(EnvConfig(web="replay"), []))
 
 

@@ -12,8 +12,9 @@ import typer
 from rich.console import Console
 
 from researchrl import options
-from researchrl.options import fail
-from researchrl.environment import SEARCH_NAMES, EnvConfig
+from researchrl.config import nest
+from researchrl.environment import SEARCH_NAMES
+from researchrl.errors import ConfigError
 
 app = typer.Typer(
     help="Train and run deep-research agents (DeepResearcher, rebuilt).",
@@ -40,13 +41,26 @@ def _mount() -> None:
 _mount()
 
 
+ASK_FLAGS = {  # flag -> the setting it sets
+    "search": "env.search", "search_url": "env.search_url", "corpus": "env.corpus", "reader": "env.reader",
+    "reader_url": "env.reader_url", "reader_model": "env.reader_model", "web": "env.web", "cache": "env.cache",
+    "protocol": "agent.protocol", "max_turns": "agent.max_turns", "max_new_tokens": "agent.sampling.max_new_tokens",
+    "temperature": "agent.sampling.temperature",
+}
+
+
 @app.command()
 def ask(
+    ctx: typer.Context,
     question: str = typer.Argument(..., help="The question to research."),
     model: str = options.MODEL,
     base_url: Optional[str] = options.BASE_URL,
     api_key_env: str = options.API_KEY_ENV,
     tokenizer: Optional[str] = options.TOKENIZER,
+    run: Optional[Path] = options.RUN,
+    phase: str = options.PHASE,
+    config: Optional[Path] = options.CONFIG,
+    set_: list[str] = options.SET,
     search: str = typer.Option("sandbox", help=f"Search backend: {' | '.join(SEARCH_NAMES)}."),
     search_url: Optional[str] = options.SEARCH_URL,
     corpus: Optional[Path] = typer.Option(None, help="JSONL/parquet corpus for --search local."),
@@ -64,38 +78,25 @@ def ask(
     save: Optional[Path] = typer.Option(None, help="Also write the trajectory as JSON to this file."),
 ) -> None:
     """Run one research episode and print every turn: think, tool calls, observations, answer."""
-    from researchrl.agent.loop import AgentConfig
-    from researchrl.policy.base import Sampling
+    from researchrl.resolve import given, resolve
 
-    if protocol not in ("deepresearcher", "search_r1"):
-        raise fail(f"--protocol must be deepresearcher or search_r1, not {protocol!r}")
-    try:
-        env = EnvConfig(
-            search=search,  # type: ignore[arg-type]
-            search_url=search_url,
-            corpus=corpus,
-            reader=reader,  # type: ignore[arg-type]
-            reader_url=reader_url,
-            reader_model=reader_model,
-            web=web,  # type: ignore[arg-type]
-            cache=cache,
+    values = {"search": search, "search_url": search_url, "corpus": corpus, "reader": reader, "reader_url": reader_url,
+              "reader_model": reader_model, "web": web, "cache": cache, "protocol": protocol, "max_turns": max_turns,
+              "max_new_tokens": max_new_tokens, "temperature": temperature}
+    typed = given(ctx, [*ASK_FLAGS, "model"])
+    flags = {ASK_FLAGS[name]: value for name, value in values.items()
+             if value is not None and (run is None and config is None or name in typed)}
+    with options.exit_on_known():
+        if protocol not in ("deepresearcher", "search_r1"):
+            raise ConfigError(f"--protocol must be deepresearcher or search_r1, not {protocol!r}")
+        chosen = resolve(run, phase, config, nest(flags), set_, model if "model" in typed or run is None else None)
+        trajectory, spend = asyncio.run(
+            _ask(question, gold, chosen.model, base_url, api_key_env, tokenizer, threads, chosen.env, chosen.agent)
         )
-    except ValueError as err:
-        raise fail(str(err)) from None
-    cfg = AgentConfig(
-        protocol=protocol, max_turns=max_turns, sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens)
-    )
-    try:
-        trajectory, web = asyncio.run(_ask(question, gold, model, base_url, api_key_env, tokenizer, threads, env, cfg))
-    except Exception as err:  # noqa: BLE001 - only known user/environment errors are shown as one line
-        message = _user_error(err)
-        if message is None:
-            raise
-        raise fail(message) from None
     from researchrl.display import print_trajectory, web_summary
 
     print_trajectory(console, trajectory)
-    console.print(web_summary(web))
+    console.print(web_summary(spend))
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
         save.write_text(json.dumps(asdict(trajectory), default=str, indent=1))
@@ -119,7 +120,8 @@ async def _ask(question, gold, model, base_url, api_key_env, tokenizer, threads,
         await policy.aclose()
 
 
-def _policy(model: str, base_url: str | None, api_key_env: str, tokenizer: str | None, threads: int | None):  # noqa: ANN202
+def _policy(model: str, base_url: str | None, api_key_env: str, tokenizer: str | None, threads: int | None,
+            max_batch: int = 16):  # noqa: ANN202
     """An OpenAI-compatible policy when --base-url is given, else a local transformers model."""
     if base_url:
         from researchrl.policy.openai import OpenAIPolicy
@@ -128,7 +130,7 @@ def _policy(model: str, base_url: str | None, api_key_env: str, tokenizer: str |
     from researchrl.policy.hf import HFPolicy
 
     with console.status(f"loading {model}…"):
-        return HFPolicy.load(model, threads=threads)
+        return HFPolicy.load(model, threads=threads, max_batch=max_batch)
 
 
 def _known_answers(question: str) -> tuple[str, ...]:
@@ -148,89 +150,70 @@ def _known_answers(question: str) -> tuple[str, ...]:
 
 @app.command()
 def train(
-    preset: str = typer.Option("cpu", help="Preset: cpu (fits a 2-core laptop in ~30 min) | paper (Qwen2.5-7B, 8 GPUs, not run here)."),
-    config: Optional[Path] = typer.Option(None, help="JSON file of config overrides (keys of TrainConfig)."),
-    set_: list[str] = typer.Option([], "--set", help="Override one config key, e.g. --set max_steps=8 (repeatable)."),
-    output_dir: Path = typer.Option(Path("runs"), help="Where the timestamped run directory is created."),
-    resume: Optional[Path] = typer.Option(None, help="Resume this run directory: finished phases are skipped, GRPO continues from its last checkpoint."),
+    ctx: typer.Context,
+    preset: str = typer.Option("cpu", help="Preset (researchrl/configs/NAME.toml): cpu (a 2-core laptop, ~20 min) | paper (Qwen2.5-7B on GPUs, not run here)."),
+    config: Optional[Path] = options.CONFIG,
+    set_: list[str] = options.SET,
+    output_dir: Optional[Path] = typer.Option(None, help="Where the timestamped run directory is created (default: the config's output_dir, runs/)."),
+    resume: Optional[Path] = typer.Option(None, help="Resume this run directory with its saved config.toml: finished phases are skipped, GRPO continues from its last checkpoint; --set may change only budgets, pacing and max_steps."),
 ) -> None:
     """The main job: evaluate, warm up on expert trajectories, train with GRPO, evaluate; all in one run directory."""
     import time
 
-    from researchrl.rl.config import TrainConfig, load_config, parse_sets
-
-    try:
-        if resume is not None:
-            saved = resume / "config.json"
-            if not saved.exists():
-                raise FileNotFoundError(f"{saved} not found: --resume needs a run directory made by researchrl train")
-            cfg = TrainConfig().with_overrides(json.loads(saved.read_text())).with_overrides(parse_sets(set_))
-            run_dir = resume
-        else:
-            cfg = load_config(preset, config, {**parse_sets(set_), "output_dir": str(output_dir)})
-            run_dir = cfg.output_dir / time.strftime("%Y%m%d-%H%M%S")
-    except (ValueError, FileNotFoundError) as err:
-        raise fail(str(err)) from None
-    if cfg.preset == "paper":
-        console.print("[yellow]the paper preset needs GPUs and a vLLM server: see README 'Scaling out' for the launch command[/]")
+    from researchrl.config import parse_sets
+    from researchrl.rl.config import load_config, resume_config
     from researchrl.rl.train import train as run_training
 
-    console.print(f"run directory: [bold]{run_dir}[/]")
-    try:
+    with options.exit_on_known():
+        overrides = parse_sets(set_)
+        if resume is not None:
+            from researchrl.resolve import given
+
+            if given(ctx, ["preset", "config", "output_dir"]):
+                raise ConfigError("--resume reloads the run's own config.toml: drop --preset/--config/--output-dir")
+            cfg, run_dir = resume_config(resume, overrides), resume
+        else:
+            if output_dir is not None:
+                overrides = {**overrides, "output_dir": str(output_dir)}
+            cfg = load_config(preset, config, overrides)
+            run_dir = cfg.output_dir / time.strftime("%Y%m%d-%H%M%S")
+        if cfg.preset == "paper":
+            console.print("[yellow]the paper preset needs GPUs and a vLLM server: see README 'Scaling out' for the launch command[/]")
+        console.print(f"run directory: [bold]{run_dir}[/]")
         results = run_training(cfg, run_dir, say=lambda line: console.print(f"[cyan]▸[/] {line}"))
-    except Exception as err:  # noqa: BLE001
-        message = _user_error(err)
-        if message is None:
-            raise
-        raise fail(message) from None
     console.print_json(json.dumps(results))
     console.print(f"done: {run_dir}/eval.json, {run_dir}/curves.png, {run_dir}/metrics.jsonl")
     console.print(f"one page with everything: researchrl report {run_dir}")
+    console.print(f"evaluate it on other questions, as it trained: researchrl eval --run {run_dir} --data FILE")
 
 
 @app.command()
 def sft(
     out: Path = typer.Option(..., help="Run directory for the warm-up (the model is written to OUT/sft/model)."),
     model: str = typer.Option("embedded", help="Model to warm up: HF path/directory or 'embedded'."),
-    data: Optional[Path] = typer.Option(None, help="Token rows JSONL (input_ids + labels, e.g. a run's sft/demonstrations.jsonl); default: the scripted expert on the sandbox."),
+    data: Optional[Path] = typer.Option(None, help="Token rows JSONL (input_ids + labels, e.g. a run's sft/demonstrations.jsonl); default: the scripted expert on the configured environment."),
+    preset: str = typer.Option("cpu", help="Preset whose [env] and [agent] the scripted expert runs with: cpu | paper."),
+    config: Optional[Path] = options.CONFIG,
+    set_: list[str] = options.SET,
     examples: int = typer.Option(32, min=1, help="Expert trajectories to keep (scripted expert only)."),
     epochs: float = typer.Option(1.0, min=0.01, help="Passes over the demonstrations."),
     learning_rate: float = typer.Option(5e-5, min=0.0, help="SFT learning rate."),
 ) -> None:
     """Warm-up alone: supervised fine-tuning on expert trajectories, loss on policy tokens only."""
-    from researchrl.rl.config import TrainConfig
+    from researchrl.config import layered, parse_sets
+    from researchrl.rl.config import load_config
     from researchrl.rl.train import Run
 
-    cfg = TrainConfig().with_overrides({"model": model, "sft_examples": examples, "sft_epochs": epochs,
-                                        "sft_learning_rate": learning_rate})
-    try:
+    with options.exit_on_known():
+        flags = {"model": model, "sft_examples": examples, "sft_epochs": epochs, "sft_learning_rate": learning_rate}
+        cfg = load_config(preset, config, layered(flags, parse_sets(set_)))
         if data is not None:
             from researchrl.rl.sft import read_rows, write_rows
 
             (out / "sft").mkdir(parents=True, exist_ok=True)
             write_rows(read_rows(data), out / "sft" / "demonstrations.jsonl")
-        path = Run(cfg, out, say=lambda line: console.print(f"[cyan]▸[/] {line}")).warm_up_from(model)
-    except Exception as err:  # noqa: BLE001
-        message = _user_error(err)
-        if message is None:
-            raise
-        raise fail(message) from None
+        path = Run(cfg, out, say=lambda line: console.print(f"[cyan]▸[/] {line}")).warm_up_from(cfg.model)
     console.print(f"warmed-up model: {path}")
-
-
-def _user_error(err: Exception) -> str | None:
-    """The one-line message for errors a user can fix (keys, endpoints, paths, flags); None for bugs."""
-    from researchrl.eval.judge import JudgeAuthError
-    from researchrl.policy.openai import PolicyUnavailable
-    from researchrl.rl.train import BudgetStop
-    from researchrl.search.base import SearchError
-    from researchrl.web.cached import ReplayMiss
-
-    if isinstance(err, (PolicyUnavailable, SearchError, FileNotFoundError, ValueError, ReplayMiss, JudgeAuthError, BudgetStop)):
-        return str(err)
-    if isinstance(err, (ImportError, RuntimeError)) and "pip install" in str(err):
-        return str(err)
-    return None
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field, replace
@@ -12,6 +13,8 @@ from typing import Any, Literal, TypeVar
 
 from researchrl.agent.loop import AgentConfig, run_episode
 from researchrl.agent.protocols import get_protocol
+from researchrl.config import RUNTIME
+from researchrl.errors import ConfigError
 from researchrl.policy.base import Policy
 from researchrl.tools.base import Toolset
 from researchrl.tools.browse import BrowseTool
@@ -25,6 +28,7 @@ SearchName = Literal["sandbox", "local", "serper", "brave", "searxng", "tavily"]
 SEARCH_NAMES: tuple[str, ...] = ("sandbox", "local", "serper", "brave", "searxng", "tavily")
 WEB_MODES: tuple[str, ...] = ("live", "cache", "record", "replay")
 DEFAULT_CACHE = Path.home() / ".cache" / "researchrl" / "web.sqlite"
+SANDBOX_READER_ID = "http://sandbox"  # the sandbox reader's endpoint in cache keys: its port changes every run
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class EnvConfig:
     prices: tuple[tuple[str, float], ...] = ()  # USD per call overrides: (("serper", 0.001), ("reader:qwen-plus", 0.002))
     step_budget_usd: float | None = None  # spend cap per training step: past it, tools answer with a budget observation
     run_budget_usd: float | None = None  # spend cap per run: the run checkpoints and stops when it is reached
-    ledger_path: Path | None = None  # a saved ledger (a run's ledger.json) whose totals this environment continues
+    ledger_path: Path | None = field(default=None, metadata=RUNTIME)  # a saved ledger (a run's ledger.json) whose totals this environment continues
     executor: Literal["local", "ray"] = "local"  # ray: search, fetch and read calls run on a pool of Ray actors
     ray_address: str | None = None  # a Ray cluster address; None starts a local Ray
     ray_workers: int = 2  # tool worker actors in the pool
@@ -66,8 +70,18 @@ class EnvConfig:
         choices = {"search": SEARCH_NAMES, "web": WEB_MODES, "reader": ("extractive", "llm"), "executor": ("local", "ray")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"--{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         provider_names(self)
+
+    @property
+    def sandbox_reader(self) -> bool:
+        """reader = llm with no endpoint on the offline sandbox: the sandbox's own OpenAI-compatible reader answers."""
+        return self.reader == "llm" and self.reader_url is None and self.search == "sandbox"
+
+    @property
+    def reader_name(self) -> str:
+        """The reader model as the ledger, prices and cache keys name it."""
+        return "sandbox-reader" if self.sandbox_reader else self.reader_model
 
 
 def _backend(cfg: EnvConfig, name: str, sandbox_url: str | None):  # noqa: ANN202
@@ -92,18 +106,19 @@ def _backend(cfg: EnvConfig, name: str, sandbox_url: str | None):  # noqa: ANN20
         from researchrl.search.searxng import SearxngSearch
 
         return SearxngSearch(base_url=url, **limits)
-    raise ValueError(f"unknown search backend {name!r}: choose one of {', '.join(SEARCH_NAMES)}")
+    raise ConfigError(f"unknown search backend {name!r}: choose one of {', '.join(SEARCH_NAMES)}")
 
 
-def _reader(cfg: EnvConfig):  # noqa: ANN202
-    """The extractive reader, or the paper's LLM reader on an OpenAI-compatible endpoint."""
+def _reader(cfg: EnvConfig, sandbox_url: str | None = None):  # noqa: ANN202
+    """The extractive reader, or the paper's LLM reader on an OpenAI-compatible endpoint (offline: the sandbox's)."""
     from researchrl.tools.reader import ExtractiveReader, LLMReader
 
     if cfg.reader == "extractive":
         return ExtractiveReader()
-    if not cfg.reader_url:
-        raise ValueError("--reader llm needs --reader-url (an OpenAI-compatible base URL)")
-    return LLMReader(base_url=cfg.reader_url, model=cfg.reader_model, api_key_env=cfg.reader_key_env)
+    url = f"{sandbox_url or SANDBOX_READER_ID}/v1" if cfg.sandbox_reader else cfg.reader_url
+    if not url:
+        raise ConfigError("reader llm needs a reader URL (--reader-url, or env.reader_url): an OpenAI-compatible base URL")
+    return LLMReader(base_url=url, model=cfg.reader_name, api_key_env=cfg.reader_key_env)
 
 
 def provider_names(cfg: EnvConfig) -> list[str]:
@@ -111,7 +126,7 @@ def provider_names(cfg: EnvConfig) -> list[str]:
     names = [cfg.search, *cfg.failover]
     for name in names:
         if name not in SEARCH_NAMES or (name == "local" and len(names) > 1) or (name == "sandbox" and name != names[0]):
-            raise ValueError(f"bad search chain {' > '.join(names)}: providers are {', '.join(SEARCH_NAMES[2:])}")
+            raise ConfigError(f"bad search chain {' > '.join(names)}: providers are {', '.join(SEARCH_NAMES[2:])}")
     return names
 
 
@@ -121,7 +136,7 @@ def store_spec(cfg: EnvConfig) -> str:
         return cfg.cache
     if cfg.web in ("record", "replay"):
         what = "the file to record into" if cfg.web == "record" else "the recording to replay"
-        raise ValueError(f"--web {cfg.web} needs --cache FILE ({what})")
+        raise ConfigError(f"web mode {cfg.web} needs a cache file (--cache FILE, or env.cache): {what}")
     return "memory" if cfg.search in ("sandbox", "local") else str(DEFAULT_CACHE)
 
 
@@ -141,11 +156,11 @@ class Upstreams:
             from researchrl.search.local import LocalSearch
 
             if self.cfg.corpus is None:
-                raise ValueError("--search local needs --corpus PATH (a JSONL or parquet file of {id, title, text})")
+                raise ConfigError("search local needs a corpus (--corpus PATH, or env.corpus): a JSONL or parquet file of {id, title, text}")
             local = LocalSearch.from_path(self.cfg.corpus)
-            return {"local": local}, local, _reader(self.cfg)
+            return {"local": local}, local, _reader(self.cfg, self.sandbox_url)
         providers = {name: _backend(self.cfg, name, self.sandbox_url) for name in provider_names(self.cfg)}
-        return providers, Fetcher(self.fetch), _reader(self.cfg)
+        return providers, Fetcher(self.fetch), _reader(self.cfg, self.sandbox_url)
 
 
 async def _close(*things: Any) -> None:
@@ -165,8 +180,9 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
     """
     from researchrl.search.failover import FailoverSearch
     from researchrl.web.cache import SingleFlight, open_store
-    from researchrl.web.cached import CachedPages, CachedReader, CachedSearch, CacheTTL
-    from researchrl.web.guard import GuardedPages, GuardedReader, GuardedSearch
+    from researchrl.web.cached import Cached
+    from researchrl.web.guard import Guarded
+    from researchrl.web.kinds import PAGE, READ, SEARCH
     from researchrl.web.ledger import Ledger, Prices
     from researchrl.web.limits import Breakers, CircuitBreaker, RateLimit
 
@@ -184,27 +200,33 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
         if cfg.web != "replay":
             providers, pages, reader, extract = await _upstreams(cfg, stack)
             guarded = [
-                GuardedSearch(
+                Guarded(
+                    SEARCH,
                     providers[name],
-                    RateLimit(store, f"search:{name}", cfg.search_qps) if cfg.search_qps else None,
-                    CircuitBreaker(**breaker),
-                    ledger,
+                    rate=RateLimit(store, f"search:{name}", cfg.search_qps) if cfg.search_qps else None,
+                    breaker=CircuitBreaker(**breaker),
+                    ledger=ledger,
                     provider=name,  # the sandbox speaks Serper's API but costs nothing
                 )
                 for name in names
             ]
             search = guarded[0] if len(guarded) == 1 else FailoverSearch(guarded)
-            pages = GuardedPages(pages, Breakers(**breaker), ledger)
+            pages = Guarded(PAGE, pages, breaker=Breakers(**breaker), ledger=ledger)
             if cfg.reader == "llm":
-                reader = GuardedReader(reader, None, CircuitBreaker(**breaker), ledger, provider=f"reader:{cfg.reader_model}")
+                reader = Guarded(
+                    READ, reader, breaker=CircuitBreaker(**breaker), ledger=ledger, provider=f"reader:{cfg.reader_name}"
+                )
         elif cfg.reader == "extractive":
             reader = _reader(cfg)
         if cfg.web != "live":
-            flight, ttl = SingleFlight(), CacheTTL()
+            flight = SingleFlight()
             chain = names[0] if len(names) == 1 else f"failover({'>'.join(names)})"
-            search = CachedSearch(search, store, cfg.web, ttl, flight, counter=ledger, provider=chain)
-            pages = CachedPages(pages, store, cfg.web, ttl, flight, counter=ledger)
-            reader = CachedReader(reader, store, cfg.web, ttl, flight, counter=ledger, **await _reader_identity(cfg))
+            search = Cached(SEARCH, search, store, cfg.web, flight=flight, counter=ledger, provider=chain)
+            pages = Cached(PAGE, pages, store, cfg.web, flight=flight, counter=ledger)
+            llm = cfg.reader == "llm"  # the extractive reader is not cached: it is cheaper than a lookup
+            reader = Cached(READ, reader, store, cfg.web, flight=flight, counter=ledger,
+                            provider=f"reader:{cfg.reader_name}" if llm else None,
+                            cache_id=await _reader_cache_id(cfg) if llm else None)
         stack.push_async_callback(_close, search, pages, reader)
         style = "search_r1" if protocol == "search_r1" else "deepresearcher"
         tools = [WebSearchTool(search, top_k=cfg.top_k, style=style, snippet_chars=cfg.snippet_chars)]
@@ -216,13 +238,11 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
         yield Toolset(tools, ledger=ledger)
 
 
-async def _reader_identity(cfg: EnvConfig) -> dict[str, str]:
-    """What keys the LLM reader's cached answers (model, endpoint, prompt); the extractive reader is not cached."""
-    if cfg.reader != "llm":
-        return {}
+async def _reader_cache_id(cfg: EnvConfig) -> str:
+    """What keys the LLM reader's cached answers: model, endpoint (the sandbox's under a fixed name), prompt."""
     reader = _reader(cfg)
     await reader.aclose()
-    return {"reader_id": reader.cache_id, "provider": f"reader:{cfg.reader_model}"}
+    return reader.cache_id
 
 
 async def _upstreams(cfg: EnvConfig, stack: contextlib.AsyncExitStack) -> tuple[dict[str, Any], Any, Any, Any]:
@@ -242,12 +262,14 @@ async def _upstreams(cfg: EnvConfig, stack: contextlib.AsyncExitStack) -> tuple[
     if cfg.executor == "local":
         return (*factory(), None)
     from researchrl.distributed.tools import RayToolPool
+    from researchrl.web.kinds import EXTRACT, PAGE, READ, SEARCH
 
     pool = RayToolPool(factory, workers=cfg.ray_workers, address=cfg.ray_address)
     await pool.start()
     stack.push_async_callback(pool.aclose)
     names = provider_names(cfg)
-    return {name: pool.search(name=name) for name in names}, pool.pages(), pool.reader(), pool.extractor()
+    providers = {name: pool.tool(SEARCH, name=name) for name in names}
+    return providers, pool.tool(PAGE), pool.tool(READ), pool.tool(EXTRACT).call
 
 
 def start_sandbox(cfg: EnvConfig):  # noqa: ANN201
@@ -304,7 +326,10 @@ class RunningEnvironment:
         return self.loop.run(gather())
 
     def close(self) -> None:
-        """Stop the sandbox and clients, then the loop."""
-        with contextlib.suppress(Exception):
+        """Stop the sandbox and clients, then the loop; a close that fails is logged with its error, not raised."""
+        try:
             self.loop.run(self._context.__aexit__(None, None, None))
-        self.loop.close()
+        except Exception:  # noqa: BLE001 - logged with its traceback, not hidden; teardown must not mask the run's result
+            logging.getLogger("researchrl").exception("could not close the environment's tools (sandbox, clients, caches)")
+        finally:
+            self.loop.close()

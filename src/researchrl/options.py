@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import typer
 from rich.console import Console
+
+from researchrl.errors import EnvironmentFault, UserError
 
 err_console = Console(stderr=True)
 
@@ -12,6 +17,15 @@ def fail(message: str) -> typer.Exit:
     """One clear red line (never wrapped) and exit code 2, for user mistakes and unreachable services."""
     err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     return typer.Exit(code=2)
+
+
+@contextlib.contextmanager
+def exit_on_known() -> Iterator[None]:
+    """Turn a UserError, or an EnvironmentFault that reached the command, into one line and exit 2; bugs keep their traceback."""
+    try:
+        yield
+    except (UserError, EnvironmentFault) as err:
+        raise fail(str(err)) from None
 
 
 MODEL = typer.Option("embedded", help="HF path/directory, 'embedded' (SmolLM2-135M-Instruct), or with --base-url the served model name.")
@@ -25,3 +39,7 @@ MAX_TURNS = typer.Option(10, min=1, help="Turn budget (paper: 10).")
 MAX_NEW_TOKENS = typer.Option(512, min=1, help="Tokens per policy turn (paper: 2000; lower keeps CPU runs quick).")
 TEMPERATURE = typer.Option(0.0, min=0.0, help="Sampling temperature (0 = greedy, the paper's evaluation).")
 THREADS = typer.Option(None, min=1, help="Torch threads for a local model (default: the free cores).")
+RUN = typer.Option(None, help="A run directory made by researchrl train: use its model and its [env]/[agent] settings (greedy); flags you give override them.")
+PHASE = typer.Option("after", help="With --run, which model: after (GRPO) | after_sft (warm-up) | before (base).")
+CONFIG = typer.Option(None, help="TOML config file (see researchrl/configs/cpu.toml): its [env] and [agent] sections, and for train every key.")
+SET = typer.Option([], "--set", help="Override one setting, section.key=value, e.g. --set env.reader=llm --set agent.max_turns=6 (repeatable).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,15 @@ def trajectory_record(trajectory: Trajectory, **extra: Any) -> dict[str, Any]:
         "prompt_tokens": len(trajectory.prompt_ids),
         "completion_tokens": len(trajectory.completion_ids),
         "sampled_tokens": sum(trajectory.mask),
+        "tokens_sha256": tokens_digest(trajectory),
         "turns": turns,
     }
+
+
+def tokens_digest(trajectory: Trajectory) -> str:
+    """One hash of the exact prompt ids, completion ids and loss mask: equal digests mean token-identical episodes."""
+    payload = json.dumps([trajectory.prompt_ids, trajectory.completion_ids, trajectory.mask], separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def write_records(path: Path, trajectories: list[Trajectory], append: bool, **extra: Any) -> None:

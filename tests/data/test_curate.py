@@ -26,7 +26,6 @@ from researchrl.data.curate import (
     PASS_AT_K_PROMPT_SHA256,
     ContaminationConfig,
     CurateConfig,
-    InputError,
     LabelerConfig,
     MixConfig,
     contains_gold,
@@ -38,6 +37,7 @@ from researchrl.data.curate import (
     report_path,
 )
 from researchrl.data.load import VERL_SCHEMA, BadRow, load_questions, scan_questions
+from researchrl.data.rows import InputError
 from researchrl.policy.openai import OpenAIPolicy
 from researchrl.reward.answer import normalize
 from researchrl.types import Question

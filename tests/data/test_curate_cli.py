@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +17,9 @@ from typer.testing import CliRunner
 from researchrl.data.curate import report_path
 from researchrl.data.curate_cli import curate
 from researchrl.data.load import load_questions
+from researchrl.errors import UserError
 from researchrl.types import Question
+from researchrl.web.chat import ChatError
 from tests.data.test_curate import FakeChat, asked_question, chat_servers, labeled_question, read_report
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -89,6 +93,39 @@ def test_user_mistakes_are_one_red_line_and_exit_2(dev_path: Path, tmp_path: Pat
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_user_error_through_the_real_cli_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    done = subprocess.run([sys.executable, "-m", "researchrl.cli", "curate", str(_bad_csv(tmp_path)), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'wrong.csv'}: no question/answer columns: expected "
+                                                "prompt + reward_model (veRL) or question + one of answers, answer, "
+                                                "golden_answers; found query, label"]
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "one_line"),
+    [
+        (UserError("the labeler's model is not served here"), True),
+        (ChatError("connect", "cannot connect to the endpoint"), True),  # an environment fault that reached the command
+        (KeyError("a bug"), False),
+    ],
+)
+def test_only_known_errors_become_one_line(
+    dev_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, one_line: bool
+) -> None:
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr("researchrl.data.curate_cli.run_curate", failing)
+    result = invoke(str(dev_path), "--out", str(tmp_path / "out.parquet"))
+    if one_line:
+        assert result.exit_code == 2 and result.stderr.strip().splitlines() == [f"error: {error}"]
+    else:  # a bug keeps its exception (and so its traceback), never a tidy line
+        assert result.exit_code == 1 and result.exception is error and "error:" not in result.stderr
 
 
 def test_out_must_be_parquet(dev_path: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from researchrl.data.load import load_questions, write_questions_jsonl
+from researchrl.errors import UserError
 from researchrl.types import ANSWER_SPLIT, Question
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -154,6 +155,8 @@ def test_unreadable_files(tmp_path: Path, name: str, content: bytes, match: str)
     assert str(path) in str(info.value)
 
 
-def test_missing_file_is_file_not_found(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        load_questions(tmp_path / "absent.jsonl")
+@pytest.mark.parametrize("name", ["absent.jsonl", "absent.parquet"])
+def test_a_missing_file_is_a_user_error_naming_it(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UserError, match="no such file") as info:
+        load_questions(tmp_path / name)
+    assert str(tmp_path / name) in str(info.value)

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from researchrl.distributed.cluster import require_ray
-from researchrl.distributed.tools import RayToolPool, RemoteFault, SandboxUpstreams, ToolWorker
+from researchrl.distributed.tools import RayToolPool, SandboxUpstreams, ToolWorker
+from researchrl.errors import MissingDependency
 from researchrl.sandbox.pages import page_path
 from researchrl.sandbox.server import SandboxServer
 from researchrl.search.base import MissingCredentials, SearchError
@@ -22,6 +23,8 @@ from researchrl.tools.pages import extract_text, segment
 from researchrl.tools.reader import ReaderError, ReadRequest
 from researchrl.tools.web_search import WebSearchTool
 from researchrl.web.errors import FetchError
+from researchrl.web.fault_record import FaultRecord
+from researchrl.web.kinds import PAGE, READ, SEARCH
 from researchrl.web.retry import RetryPolicy
 from tests.distributed.conftest import host, start_faulty
 
@@ -87,20 +90,21 @@ def faulty_pool(faulty_factory: SandboxUpstreams) -> Iterator[RayToolPool]:
     ],
 )
 def test_remote_fault_rebuilds_the_same_exception(err: Exception) -> None:
-    rebuilt = pickle.loads(pickle.dumps(RemoteFault.of(err))).rebuild()
+    rebuilt = pickle.loads(pickle.dumps(FaultRecord.of(err))).rebuild()
     assert type(rebuilt) is type(err) and str(rebuilt) == str(err) and rebuilt.kind == err.kind
     assert vars(rebuilt) == vars(err)
 
 
 def test_missing_ray_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(ImportError, match=r"pip install 'researchrl\[ray\]'"):
+    with pytest.raises(MissingDependency, match=r"pip install 'researchrl\[ray\]'"):
         require_ray()
 
 
 async def test_search_fetch_read_through_the_pool_equal_local_calls(pool: RayToolPool) -> None:
     search, pages, reader = pool.factory()
-    remote_search, remote_pages, remote_reader = pool.search(name="serper"), pool.pages(), pool.reader()
+    remote_search, remote_pages = pool.tool(SEARCH, name="serper"), pool.tool(PAGE)
+    remote_reader = pool.tool(READ)
     try:
         local_hits = await asyncio.gather(*(search.search(q, 10) for q in QUERIES))
         remote_hits = await asyncio.gather(*(remote_search.search(q, 10) for q in QUERIES))
@@ -120,7 +124,7 @@ async def test_search_fetch_read_through_the_pool_equal_local_calls(pool: RayToo
 
 async def test_calls_are_spread_over_both_workers(pool: RayToolPool) -> None:
     before = await pool.stats()
-    remote_search = pool.search()
+    remote_search = pool.tool(SEARCH)
     await asyncio.gather(*(remote_search.search(q, 3) for q in QUERIES * 4))
     after = await pool.stats()
     served = [a.search - b.search for a, b in zip(after, before)]
@@ -132,7 +136,7 @@ async def test_calls_are_spread_over_both_workers(pool: RayToolPool) -> None:
 async def test_tools_on_proxies_observe_what_local_tools_observe(pool: RayToolPool) -> None:
     search, pages, reader = pool.factory()
     local = (WebSearchTool(search), BrowseTool(pages, reader))
-    remote = (WebSearchTool(pool.search()), BrowseTool(pool.pages(), pool.reader()))
+    remote = (WebSearchTool(pool.tool(SEARCH)), BrowseTool(pool.tool(PAGE), pool.tool(READ)))
     try:
         seen = []
         for web_search, browse in (local, remote):
@@ -153,8 +157,8 @@ async def test_environment_faults_come_back_as_the_same_errors(
     faulty_pool: RayToolPool, faulty: tuple[SandboxServer, ...]
 ) -> None:
     search, pages, reader = faulty_pool.factory()
-    remote_search, remote_pages = faulty_pool.search(name="serper"), faulty_pool.pages()
-    remote_reader = faulty_pool.reader()
+    remote_search, remote_pages = faulty_pool.tool(SEARCH, name="serper"), faulty_pool.tool(PAGE)
+    remote_reader = faulty_pool.tool(READ)
     cases = [
         (search.search("Lilu", 10), remote_search.search("Lilu", 10), SearchError, "http_500"),
         (pages.fetch(faulty[0].url + ARTICLE), remote_pages.fetch(faulty[0].url + ARTICLE), FetchError, "http_500"),
@@ -181,7 +185,7 @@ async def test_a_slow_call_becomes_worker_timeout(faulty_pool: RayToolPool, faul
     url = faulty[2].url + ARTICLE
     start = time.monotonic()
     with pytest.raises(FetchError) as err:
-        await faulty_pool.pages(timeout=0.5).fetch(url)
+        await faulty_pool.tool(PAGE, timeout=0.5).fetch(url)
     assert err.value.kind == "worker_timeout" and err.value.url == url
     assert time.monotonic() - start < 1.9, "well before the 2 s answer"
 
@@ -192,7 +196,7 @@ async def test_a_killed_worker_gives_worker_lost_then_is_replaced(faulty: tuple[
     async with RayToolPool(factory, workers=2) as tool_pool:
         first = await tool_pool.stats()
         doomed = tool_pool.workers[0]
-        remote_pages = tool_pool.pages(timeout=30)
+        remote_pages = tool_pool.tool(PAGE, timeout=30)
         start = time.monotonic()
         in_flight = asyncio.gather(*(remote_pages.fetch(slow.url + ARTICLE) for _ in range(4)), return_exceptions=True)
         await asyncio.sleep(0.5)
@@ -216,10 +220,10 @@ async def test_a_worker_serves_calls_without_ray(sandbox: SandboxServer) -> None
     """The actor class is plain Python: one instance serves concurrent calls and counts them."""
     worker = ToolWorker(SandboxUpstreams(sandbox.url, frozenset({host(sandbox)})))
     try:
-        hits = await asyncio.gather(*(worker.search(q, 2) for q in QUERIES[:3]))
+        hits = await asyncio.gather(*(worker.call(SEARCH.name, (q, 2)) for q in QUERIES[:3]))
         assert all(len(h) == 2 for h in hits)
-        fault = await worker.fetch("http://10.0.0.1/private")
-        assert isinstance(fault, RemoteFault) and fault.kind == "ssrf_refused"
+        fault = await worker.call(PAGE.name, ("http://10.0.0.1/private",))
+        assert isinstance(fault, FaultRecord) and fault.kind == "ssrf_refused"
         stats = await worker.stats()
         assert (stats.search, stats.fetch, stats.read) == (3, 1, 0)
     finally:

@@ -196,6 +196,32 @@ async def test_auth_failure_raises_without_the_key(
     assert err.value.__cause__ is None and err.value.__context__ is None
 
 
+def fragments(secret: str, size: int = 8) -> list[str]:
+    """Every `size`-character piece of the secret: none may survive anywhere in an error."""
+    return [secret[i : i + size] for i in range(len(secret) - size + 1)]
+
+
+@pytest.mark.parametrize("key", [KEY, "live0123456789ABCDEFGHIJKLMN"])  # the second is not key-shaped
+@pytest.mark.parametrize("straddle", [False, True])
+async def test_a_provider_echoing_the_key_never_puts_it_in_the_auth_error(
+    judge_site: JudgeSite, monkeypatch: pytest.MonkeyPatch, key: str, straddle: bool
+) -> None:
+    monkeypatch.setenv("JUDGE_API_KEY_TEST", key)
+    judge = make_judge(judge_site)
+    said = f"Incorrect API key provided: {key}"
+    body = ("x" * (188 - said.index(key)) if straddle else "") + said  # straddling: 12 key characters before the cut
+    assert not straddle or (key[:12] in body[:200] and key not in body[:200])
+    judge_site.default = Reply(status=401, raw=body)
+    with pytest.raises(JudgeAuthError) as err:
+        await judge.judge(QUESTION, GOLDS, "Paris, France")
+    await judge.aclose()
+    assert judge_site.requests[0][0]["authorization"] == f"Bearer {key}"
+    assert "HTTP 401" in str(err.value) and "[redacted]" in str(err.value)
+    text = f"{err.value} {err.value!r} {err.value.args}"
+    assert not [piece for piece in fragments(key) if piece in text], text
+    assert err.value.__cause__ is None and err.value.__context__ is None
+
+
 async def test_verdicts_are_cached_and_errors_are_not(judge_site: JudgeSite) -> None:
     store = MemoryStore()
     judge = make_judge(judge_site, store=store)

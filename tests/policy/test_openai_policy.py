@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -30,9 +31,11 @@ class Server:
         self.received: list[tuple[str, dict, dict]] = []
 
     async def handle(self, request: Request) -> JSONResponse:
-        self.received.append((request.url.path, await request.json(), dict(request.headers)))
+        headers = dict(request.headers)
+        self.received.append((request.url.path, await request.json(), headers))
         status, body = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-        return JSONResponse(body, status_code=status)
+        echoed = json.dumps(body).replace("{authorization}", headers.get("authorization", ""))  # a server echoing the key
+        return JSONResponse(json.loads(echoed), status_code=status)
 
 
 def chat_reply(content: str, finish: str = "stop") -> dict:
@@ -118,6 +121,41 @@ async def test_auth_error_is_not_retried_and_hides_the_key(server, monkeypatch) 
         await policy.generate(Context([], [Message("user", "q")], ""), Sampling())
     await policy.aclose()
     assert len(server.received) == 1 and "sk-secret-999" not in str(info.value)
+
+
+def fragments(secret: str, size: int = 8) -> list[str]:
+    """Every `size`-character piece of the secret: none may survive anywhere in an error."""
+    return [secret[i : i + size] for i in range(len(secret) - size + 1)]
+
+
+KEY_IN_FULL = "sk-proj-Zq8x0123456789abcdefghijklmnopqrstuv"
+KEY_UNSHAPED = "live0123456789ABCDEFGHIJKLMN"  # no sk- prefix: only the key actually sent can redact it
+
+
+@pytest.mark.parametrize("key", [KEY_IN_FULL, KEY_UNSHAPED])
+@pytest.mark.parametrize("template", ["Incorrect API key provided: {authorization}", "{key} is not a valid key"])
+@pytest.mark.parametrize("straddle", [False, True])
+@pytest.mark.parametrize("status", [401, 500])
+async def test_a_provider_echoing_the_key_never_puts_it_in_the_error(
+    server, monkeypatch, key: str, template: str, straddle: bool, status: int  # noqa: ANN001
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    message = template.replace("{key}", key)
+    if straddle:  # the echoed key starts 12 characters before the 200-character cut
+        lead = message.replace("{authorization}", f"Bearer {key}").index(key)
+        message = "x" * (200 - 12 - lead) + message
+        sent = message.replace("{authorization}", f"Bearer {key}")
+        assert key[:12] in sent[:200] and key not in sent[:200], "the unredacted cut would hold part of the key"
+    server.replies = [(status, {"error": {"message": message, "type": "invalid_request_error"}})]
+    policy = OpenAIPolicy(server.url, "m", retry=FAST)
+    with pytest.raises(PolicyUnavailable) as info:
+        await policy.generate(Context([], [Message("user", "q")], ""), Sampling())
+    await policy.aclose()
+    assert server.received[0][2]["authorization"] == f"Bearer {key}"  # the server did see (and echo) it
+    assert f"HTTP {status}" in str(info.value) and "[redacted]" in str(info.value)
+    text = f"{info.value} {info.value!r} {info.value.args}"
+    assert not [piece for piece in fragments(key) if piece in text], text
+    assert info.value.__cause__ is None and info.value.__context__ is None
 
 
 async def test_unreachable_endpoint_fails_fast_with_one_message() -> None:

@@ -9,6 +9,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -237,6 +238,33 @@ def test_cli_user_mistakes_are_one_red_line_and_exit_2(tmp_path: Path, make: str
     assert result.exit_code == 2
     assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_user_error_through_the_real_cli_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{not json")
+    done = subprocess.run([sys.executable, "-m", "researchrl.cli", "report", str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'config.json'} is not valid JSON"), done.stderr
+
+
+def test_cli_an_unwritable_out_is_one_red_line(run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    result = CliRunner().invoke(_cli(), [str(run_dir), "--out", str(tmp_path / "a-file" / "r.html")])
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: cannot write {tmp_path / 'a-file' / 'r.html'}")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_a_bug_is_not_turned_into_one_line(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bug = TypeError("a bug")
+
+    def failing(*args: object) -> Path:
+        raise bug
+
+    monkeypatch.setattr("researchrl.report.cli.write_report", failing)
+    result = CliRunner().invoke(_cli(), [str(run_dir)])
+    assert result.exit_code == 1 and result.exception is bug and "error:" not in result.stderr
 
 
 def test_cli_every_flag_has_help() -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from researchrl.rl.config import TrainConfig, load_config, parse_sets
+from researchrl.config import flatten, merge, parse_sets, to_dict
+from researchrl.errors import ConfigError
+from researchrl.rl.config import PRESETS, TrainConfig, load_config, load_run_config, preset_path, resume_config
 from researchrl.rl.rollout import sample_indices, to_trl
 from researchrl.rl.sft import read_rows, sft_rows, write_rows
 from researchrl.types import Answer, Question, RewardBreakdown, Trajectory, Turn
@@ -15,27 +15,84 @@ from researchrl.types import Answer, Question, RewardBreakdown, Trajectory, Turn
 def test_paper_preset_has_the_papers_settings() -> None:
     cfg = load_config("paper")
     assert (cfg.group_size, cfg.questions_per_step, cfg.learning_rate, cfg.beta, cfg.epsilon) == (16, 256, 1e-6, 0.001, 0.2)
-    assert (cfg.temperature, cfg.max_turns, cfg.max_new_tokens, cfg.top_k) == (1.0, 10, 2000, 10)
-    assert cfg.model == "Qwen/Qwen2.5-7B-Instruct" and cfg.use_vllm
+    assert (cfg.agent.sampling.temperature, cfg.agent.max_turns, cfg.agent.sampling.max_new_tokens, cfg.env.top_k) == (1.0, 10, 2000, 10)
+    assert (cfg.env.search, cfg.env.reader, cfg.env.snippet_chars, cfg.env.segment_chars) == ("serper", "llm", None, 1024 * 5 * 8)
+    assert cfg.model == "Qwen/Qwen2.5-7B-Instruct" and cfg.use_vllm and cfg.bf16
 
 
-def test_unknown_keys_and_presets_are_errors() -> None:
-    with pytest.raises(ValueError, match="unknown config key.*bogus"):
-        load_config("cpu", overrides={"bogus": 1})
-    with pytest.raises(ValueError, match="unknown preset"):
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_setting_is_in_each_preset_with_a_comment(preset: str) -> None:
+    """Like TRL's GRPOConfig: each field documented where users read it; an unset one appears commented out."""
+    text = preset_path(preset).read_text()
+    documented = {}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line.strip("[]") + "."
+        elif "=" in line and not line.startswith("# ") or line.startswith("# ") and " = " in line.split("#")[1]:
+            key = line.lstrip("# ").split("=")[0].strip()
+            documented[section + key] = line
+    wanted = set(flatten(to_dict(TrainConfig()))) | {"questions", "threads", "vllm_server_base_url", "env.search_url",
+                                                     "env.corpus", "env.reader_url", "env.cache", "env.search_qps",
+                                                     "env.step_budget_usd", "env.run_budget_usd", "env.ray_address"}
+    wanted = {k for k in wanted if not k.startswith("env.prices")}
+    assert wanted <= set(documented), sorted(wanted - set(documented))
+    for key, line in documented.items():
+        assert " # " in line.lstrip("# "), f"{preset}.toml: {key} has no comment"
+
+
+def test_saved_config_round_trips_and_resume_refuses_unsafe_changes(tmp_path) -> None:  # noqa: ANN001
+    cfg = load_config("cpu", overrides=parse_sets(["env.reader=llm", "env.failover=brave", "env.prices=serper=0.002",
+                                                    "agent.sampling.max_new_tokens=64", "threads=none"]))
+    (tmp_path / "config.toml").write_text(cfg.to_toml())
+    assert load_run_config(tmp_path) == cfg
+    resumed = resume_config(tmp_path, parse_sets(["env.run_budget_usd=2.5", "max_steps=9"]))
+    assert (resumed.env.run_budget_usd, resumed.max_steps, resumed.env.reader) == (2.5, 9, "llm")
+    with pytest.raises(ConfigError, match="agent.max_turns cannot change mid-run"):
+        resume_config(tmp_path, parse_sets(["agent.max_turns=9"]))
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["bogus=1"], "unknown setting 'bogus'; valid here: beta"),
+        (["top_k=3"], "unknown setting 'top_k' (did you mean env.top_k?)"),
+        (["moon.x=1"], "unknown section [moon]; valid here: beta"),
+        (["env.moon=1"], "unknown setting 'env.moon'; valid here: breaker_cooldown"),
+        (["env=1"], "env is a section"),
+        (["env.reader=gpt"], "env.reader must be one of extractive, llm, not 'gpt'"),
+        (["max_steps=many"], "max_steps expects an integer, got 'many'"),
+        (["agent.sampling.temperature=hot"], "agent.sampling.temperature expects a number"),
+        (["gradient_checkpointing=maybe"], "gradient_checkpointing expects true or false"),
+        (["group_size=0"], "group_size must be at least 1, got 0"),
+        (["max_steps"], "--set expects section.key=value"),
+    ],
+)
+def test_config_mistakes_are_one_line_errors_naming_the_choices(sets: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("cpu", overrides=parse_sets(sets))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    if "valid here" in message:
+        assert str(err.value).endswith("sections: [agent], [env]") or "sections: [env.fetch], [env.search_retry]" in str(err.value)
+
+
+def test_unknown_presets_and_bad_files_are_errors(tmp_path) -> None:  # noqa: ANN001
+    with pytest.raises(ConfigError, match="unknown preset 'gpu': choose cpu or paper"):
         load_config("gpu")
-    with pytest.raises(ValueError, match="key=value"):
-        parse_sets(["max_steps"])
-    with pytest.raises(ValueError, match="bad value 'many' for a int setting"):
-        load_config("cpu", overrides={"max_steps": "many"})
+    (tmp_path / "bad.toml").write_text("max_steps = \n")
+    with pytest.raises(ConfigError, match="bad.toml is not valid TOML"):
+        load_config("cpu", tmp_path / "bad.toml")
+    (tmp_path / "typed.toml").write_text('max_steps = "7"\n[env]\ntop_k = 2.5\n')
+    with pytest.raises(ConfigError, match="env.top_k expects an integer, got 2.5"):
+        load_config("cpu", tmp_path / "typed.toml")
 
 
-def test_command_line_values_are_typed(tmp_path) -> None:  # noqa: ANN001
-    file = tmp_path / "cfg.json"
-    file.write_text(json.dumps({"group_size": 8}))
-    cfg = load_config("cpu", file, parse_sets(["max_steps=7", "learning_rate=2e-6", "bf16=true", "threads=none"]))
+def test_file_then_command_line_values_are_typed(tmp_path) -> None:  # noqa: ANN001
+    file = tmp_path / "cfg.toml"
+    file.write_text("group_size = 8\n[agent]\nmax_turns = 6\n[env.fetch.retry]\nattempts = 2\n")
+    cfg = load_config("cpu", file, parse_sets(["max_steps=7", "learning_rate=2e-6", "bf16=true", "threads=none", "env.top_k=5"]))
     assert (cfg.group_size, cfg.max_steps, cfg.learning_rate, cfg.bf16, cfg.threads) == (8, 7, 2e-6, True, None)
-    assert json.loads(cfg.to_json())["max_steps"] == 7
+    assert (cfg.agent.max_turns, cfg.env.top_k, cfg.env.fetch.retry.attempts, cfg.env.snippet_chars) == (6, 5, 2, 160)
 
 
 def test_grpo_args_make_one_optimizer_step_per_generation_batch(tmp_path) -> None:  # noqa: ANN001
@@ -43,14 +100,14 @@ def test_grpo_args_make_one_optimizer_step_per_generation_batch(tmp_path) -> Non
     from researchrl.rl.grpo import grpo_args
     from researchrl.rl.rewards import REWARD_FUNCS
 
-    cfg = TrainConfig().with_overrides({"group_size": 4, "questions_per_step": 3, "micro_batch": 2})
+    cfg = merge(TrainConfig(), {"group_size": 4, "questions_per_step": 3, "micro_batch": 2})
     args = grpo_args(cfg, tmp_path)
     assert args.num_generations == 4 and args.per_device_train_batch_size == 2
     assert args.gradient_accumulation_steps == 6 and args.steps_per_generation == 6  # 12 rollouts / 2
     assert args.generation_batch_size == 12 and args.beta == cfg.beta and args.epsilon == cfg.epsilon
     assert args.reward_weights == [1.0] + [0.0] * (len(REWARD_FUNCS) - 1)
     with pytest.raises(ValueError, match="multiple of micro_batch"):
-        grpo_args(cfg.with_overrides({"micro_batch": 5}), tmp_path)
+        grpo_args(merge(cfg, {"micro_batch": 5}), tmp_path)
 
 
 def trajectory(mask: list[int], reward: float) -> Trajectory:

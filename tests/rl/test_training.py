@@ -16,15 +16,16 @@ import pytest
 
 from researchrl.data.load import load_questions
 from researchrl.environment import RunningEnvironment
-from researchrl.rl.config import TrainConfig
-from researchrl.rl.train import BudgetStop, agent_config, env_config
+from researchrl.config import merge
+from researchrl.rl.config import load_config
+from researchrl.rl.train import BudgetStop, env_config
 
 pytestmark = pytest.mark.model
 
-CFG = TrainConfig().with_overrides(
-    dict(group_size=4, questions_per_step=1, micro_batch=2, max_steps=2, save_steps=1, max_turns=3, max_new_tokens=96,
-         top_k=2, snippet_chars=120, max_observation_chars=500, learning_rate=2e-5, sft_learning_rate=1e-4)
-)
+CFG = merge(load_config("cpu"), dict(
+    group_size=4, questions_per_step=1, micro_batch=2, max_steps=2, save_steps=1, learning_rate=2e-5, sft_learning_rate=1e-4,
+    env=dict(top_k=2, snippet_chars=120), agent=dict(max_turns=3, max_observation_chars=500, sampling=dict(max_new_tokens=96)),
+))
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -47,23 +48,23 @@ def run(tmp_path_factory, shared_data):  # noqa: ANN001, ANN201
     questions = load_questions(shared_data / "wiki" / "questions.jsonl")[:24]
     env = RunningEnvironment(env_config(CFG), "deepresearcher")
     base = str(embedded_checkpoint())
-    demos = demonstrations(questions, HFChatTokenizer(AutoTokenizer.from_pretrained(base)), env, agent_config(CFG, True), 4)
+    demos = demonstrations(questions, HFChatTokenizer(AutoTokenizer.from_pretrained(base)), env, CFG.greedy_agent(), 4)
     sft_model, _ = warm_up(base, sft_rows(demos), root / "sft", epochs=1, learning_rate=CFG.sft_learning_rate)
     a = root / "a"
-    rollout = Rollout(questions, env, agent_config(CFG, greedy=False), log_path=a / "trajectories.jsonl")
+    rollout = Rollout(questions, env, CFG.agent, log_path=a / "trajectories.jsonl")
     a.mkdir()
     final = run_grpo(str(sft_model), questions, rollout, CFG, a / "grpo", a / "metrics.jsonl")
     b = root / "b"
     (b / "grpo").mkdir(parents=True)
     shutil.copytree(a / "grpo" / "checkpoint-1", b / "grpo" / "checkpoint-1")
-    resumed = Rollout(questions, env, agent_config(CFG, greedy=False), log_path=b / "trajectories.jsonl")
+    resumed = Rollout(questions, env, CFG.agent, log_path=b / "trajectories.jsonl")
     run_grpo(str(sft_model), questions, resumed, CFG, b / "grpo", b / "metrics.jsonl", resume=str(b / "grpo" / "checkpoint-1"))
     # a run whose web budget is spent: the step completes, is checkpointed, and the run stops with BudgetStop
     c = root / "c"
     c.mkdir()
     broke = dataclasses.replace(env_config(CFG, c), prices=(("sandbox", 0.01),), run_budget_usd=0.0)
     env_c = RunningEnvironment(broke, "deepresearcher")
-    stopped = Rollout(questions, env_c, agent_config(CFG, greedy=False), log_path=c / "trajectories.jsonl")
+    stopped = Rollout(questions, env_c, CFG.agent, log_path=c / "trajectories.jsonl")
     try:
         with pytest.raises(BudgetStop) as budget_stop:
             run_grpo(str(sft_model), questions, stopped, CFG, c / "grpo", c / "metrics.jsonl")
@@ -127,7 +128,7 @@ def test_rollout_func_masks_exactly_the_observation_tokens(run) -> None:  # noqa
     from datasets import Dataset
 
     questions = run["questions"]
-    rollout = Rollout(questions, run["env"], agent_config(CFG, greedy=False))
+    rollout = Rollout(questions, run["env"], CFG.agent)
     tokenizer = AutoTokenizer.from_pretrained(run["final"])
     trainer = GRPOTrainer(model=str(run["final"]), reward_funcs=REWARD_FUNCS, args=grpo_args(CFG, run["a"] / "probe"),
                           train_dataset=Dataset.from_list([{"prompt": q.question} for q in questions]),
@@ -158,3 +159,4 @@ def test_a_spent_run_budget_checkpoints_the_step_and_stops(run) -> None:  # noqa
     assert ledger, "the ledger is saved beside the metrics for a resume"
     metrics = read_jsonl(c / "metrics.jsonl")
     assert metrics[-1]["web/cost_usd_run"] == 0.0
+

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 from typer.testing import CliRunner
@@ -34,6 +36,25 @@ def test_bad_fault_options_are_refused() -> None:
     assert CliRunner().invoke(app, ["serve", "--faults-on", "search,nowhere"]).exit_code == 2
     assert CliRunner().invoke(app, ["serve", "--huge-page-length", "sometimes"]).exit_code == 2
     assert CliRunner().invoke(app, ["serve", "--rate-binary", "0.6", "--rate-huge-page", "0.6"]).exit_code == 2
+
+
+def test_missing_passages_are_one_red_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["serve", "--port", "0", "--passages", str(tmp_path / "absent.jsonl")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'absent.jsonl'}: no such file"]
+
+
+def test_a_taken_port_is_one_red_line(tmp_path: Path) -> None:
+    passages = tmp_path / "passages.jsonl"
+    passages.write_text('{"id": "1", "title": "Lilu", "text": "A lilu is a spirit."}\n', encoding="utf-8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "--port", str(port), "--passages", str(passages)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot listen on 127.0.0.1:{port}: "), result.stderr
 
 
 def test_serve_runs_until_ctrl_c() -> None:

@@ -24,7 +24,8 @@ from researchrl.search.brave import BraveSearch
 from researchrl.search.failover import FailoverSearch
 from researchrl.search.searxng import SearxngSearch
 from researchrl.search.serper import SerperSearch
-from researchrl.web.guard import GuardedSearch
+from researchrl.web.guard import Guarded
+from researchrl.web.kinds import SEARCH
 from researchrl.web.ledger import Ledger
 from researchrl.web.limits import CircuitBreaker
 from researchrl.web.retry import RetryPolicy
@@ -147,7 +148,7 @@ async def test_a_spent_budget_stops_the_chain_without_spending_elsewhere(
     site, base_url = providers
     serper, _, searxng = chain(serper_ok.url, base_url)
     ledger = Ledger(run_budget=0.0)  # serper costs money, searxng is free and would answer
-    search = FailoverSearch([GuardedSearch(serper, ledger=ledger), GuardedSearch(searxng, ledger=ledger)])
+    search = FailoverSearch([Guarded(SEARCH, serper, ledger=ledger), Guarded(SEARCH, searxng, ledger=ledger)])
     closing.append(search)
     before = serper_ok.faults["requests"]
     with pytest.raises(SearchError) as caught:
@@ -160,8 +161,8 @@ async def test_a_spent_budget_stops_the_chain_without_spending_elsewhere(
 async def test_an_open_circuit_moves_on_without_a_request(failing_serper: SandboxServer, providers, closing: list[Any]):
     site, base_url = providers
     serper, _, searxng = chain(failing_serper.url, base_url)
-    guarded = GuardedSearch(serper, breaker=CircuitBreaker(failures=1, cooldown=60))
-    search = FailoverSearch([guarded, GuardedSearch(searxng)])
+    guarded = Guarded(SEARCH, serper, breaker=CircuitBreaker(failures=1, cooldown=60))
+    search = FailoverSearch([guarded, Guarded(SEARCH, searxng)])
     closing.append(search)
     before = failing_serper.faults["requests"]
     for _ in range(3):

@@ -88,6 +88,19 @@ async def test_401_is_auth_and_not_retried(api: FakeApi, make: Factory, ok: dict
     assert len(api.received) == 1
 
 
+@pytest.mark.parametrize("status", [401, 404, 500])
+async def test_a_key_straddling_the_excerpt_cut_is_not_kept_in_part(api: FakeApi, status: int):
+    key = "live0123456789ABCDEFGHIJKLMN"  # not key-shaped: only the key actually sent can redact it
+    body = "x" * 188 + f"{key} is not a valid key"  # 12 of its characters fall before the 200-character cut
+    api.reply(Reply(status, body.encode(), {"content-type": "text/plain"}))
+    client = SerperSearch(key, api.base_url, 2.0, FAST)
+    with pytest.raises(SearchError) as caught:
+        await client.search("q")
+    await client.aclose()
+    text = f"{caught.value} {caught.value!r}"
+    assert "[redacted]" in text and not [key[i : i + 8] for i in range(len(key) - 7) if key[i : i + 8] in text], text
+
+
 @pytest.mark.parametrize(("make", "ok"), PROVIDERS)
 async def test_other_4xx_is_final(api: FakeApi, make: Factory, ok: dict):
     api.reply(json_reply({"message": "bad request"}, status=400))

@@ -163,8 +163,34 @@ async def test_api_key_never_appears_in_errors_or_logs(tool_site, reader: LLMRea
     tool_site.replies = [Reply(status=401)]  # the server echoes the Authorization header in its error body
     with pytest.raises(ReaderError) as err:
         await reader.read(request("text"))
-    assert err.value.kind == "http_401"
+    assert err.value.kind == "auth"
     assert len(tool_site.chat_requests) == 1  # auth errors are not retried
     assert KEY not in str(err.value) and KEY not in repr(err.value) and KEY not in repr(reader)
     assert err.value.__cause__ is None and err.value.__context__ is None  # the provider error is not chained
     assert KEY not in caplog.text
+
+
+def fragments(secret: str, size: int = 8) -> list[str]:
+    """Every `size`-character piece of the secret: none may survive anywhere in an error."""
+    return [secret[i : i + size] for i in range(len(secret) - size + 1)]
+
+
+@pytest.mark.parametrize("key", [KEY, "live0123456789ABCDEFGHIJKLMN"])  # the second is not key-shaped
+@pytest.mark.parametrize("straddle", [False, True])
+@pytest.mark.parametrize("status", [401, 503])
+async def test_a_provider_echoing_the_key_never_puts_it_in_the_reader_error(
+    tool_site, monkeypatch: pytest.MonkeyPatch, key: str, straddle: bool, status: int  # noqa: ANN001
+) -> None:
+    monkeypatch.setenv("READER_API_KEY_TEST", key)
+    reader = LLMReader(f"{tool_site.base_url}/v1", "reader-test", api_key_env="READER_API_KEY_TEST", timeout=5, retry=FAST)
+    body = ("x" * 188 if straddle else "") + f"{key} is not a valid key"  # straddling: 12 key characters before the cut
+    assert not straddle or (key[:12] in body[:200] and key not in body[:200])
+    tool_site.replies = [Reply(status=status, raw=body)] * FAST.attempts
+    with pytest.raises(ReaderError) as err:
+        await reader.read(request("text"))
+    await reader.aclose()
+    assert tool_site.chat_requests[0][0]["authorization"] == f"Bearer {key}"
+    assert f"HTTP {status}" in str(err.value) and "[redacted]" in str(err.value)
+    text = f"{err.value} {err.value!r} {err.value.args}"
+    assert not [piece for piece in fragments(key) if piece in text], text
+    assert err.value.__cause__ is None and err.value.__context__ is None

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from researchrl.errors import UserError
 from researchrl.sandbox.config import SandboxConfig, shared_data_dir
 from researchrl.sandbox.faults import FaultConfig
 from researchrl.sandbox.server import SandboxServer
@@ -30,9 +31,10 @@ from researchrl.tools.web_search import WebSearchTool
 from researchrl.web.cache import MemoryStore, SingleFlight, Store
 from researchrl.web.redis_store import RedisStore
 from researchrl.web.sqlite_store import SQLiteStore
-from researchrl.web.cached import CachedPages, CachedReader, CachedSearch, CacheTTL, ReplayMiss
+from researchrl.web.cached import Cached, ReplayMiss
 from researchrl.web.errors import FetchError
 from researchrl.web.http import Fetcher, FetchConfig
+from researchrl.web.kinds import PAGE, READ, SEARCH, normalize_query
 from researchrl.web.retry import RetryPolicy
 from tests.loopback import LoopbackOnlyTransport, serve_app
 
@@ -149,7 +151,7 @@ async def test_concurrent_identical_searches_make_one_upstream_request(
     sandbox: SandboxServer, store: Store, client: httpx.AsyncClient
 ) -> None:
     hits = Hits()
-    search = CachedSearch(serper(sandbox, client), store, "cache", counter=hits)
+    search = Cached(SEARCH, serper(sandbox, client), store, "cache", counter=hits)
     before = served(sandbox)
     results = await asyncio.gather(*(search.search("Demon Dice collectible game", 5) for _ in range(16)))
     assert served(sandbox) - before == 1
@@ -161,7 +163,7 @@ async def test_concurrent_identical_searches_make_one_upstream_request(
 
 
 async def test_normalized_queries_share_one_entry(sandbox: SandboxServer, client: httpx.AsyncClient) -> None:
-    search = CachedSearch(serper(sandbox, client), MemoryStore(), "cache")
+    search = Cached(SEARCH, serper(sandbox, client), MemoryStore(), "cache")
     before = served(sandbox)
     first = await search.search("Demon Dice", 3)
     for variant in ("  demon   DICE ", "ＤＥＭＯＮ Ｄｉｃｅ", "Demon\tDice\n"):  # case, spacing, full-width forms
@@ -171,10 +173,25 @@ async def test_normalized_queries_share_one_entry(sandbox: SandboxServer, client
     assert served(sandbox) - before == 2 and search.upstream_calls == 2
 
 
+async def test_queries_that_differ_in_meaning_keep_their_own_entries(
+    sandbox: SandboxServer, client: httpx.AsyncClient
+) -> None:
+    store = MemoryStore()
+    search = Cached(SEARCH, serper(sandbox, client), store, "cache")
+    assert normalize_query("10⁶ Demon") != normalize_query("106 demon")  # NFKC would make both "106 demon"
+    before = served(sandbox)
+    for query in ("10⁶ Demon", "106 Demon", "x² Dice", "x2 Dice"):
+        await search.search(query, 3)
+    for variant in (" 10⁶  DEMON", "１０⁶ ｄｅｍｏｎ", "X²\tdice"):  # case, spacing and full-width forms still merge
+        await search.search(variant, 3)
+    assert served(sandbox) - before == 4 and search.upstream_calls == 4 and search.hits == 3
+    assert (await store.stats()).entries == 4
+
+
 async def test_a_page_body_served_under_two_urls_is_stored_once(
     sandbox: SandboxServer, store: Store, client: httpx.AsyncClient
 ) -> None:
-    pages = CachedPages(fetcher(client, sandbox), store, "cache")
+    pages = Cached(PAGE, fetcher(client, sandbox), store, "cache")
     urls = [f"{sandbox.url}/wiki/Demon_Dice", f"{sandbox.url}/wiki/Demon%20Dice"]
     before = served(sandbox)
     first, second = [await pages.fetch(url) for url in urls]
@@ -188,7 +205,7 @@ async def test_a_page_body_served_under_two_urls_is_stored_once(
 
 async def test_live_mode_is_a_plain_pass_through(sandbox: SandboxServer, client: httpx.AsyncClient) -> None:
     store = MemoryStore()
-    search = CachedSearch(serper(sandbox, client), store, "live")
+    search = Cached(SEARCH, serper(sandbox, client), store, "live")
     before = served(sandbox)
     for _ in range(3):
         await search.search("Demon Dice", 3)
@@ -200,14 +217,14 @@ async def test_cache_mode_expires_entries_and_never_stores_faults(
     sandbox: SandboxServer, faulty: SandboxServer, client: httpx.AsyncClient
 ) -> None:
     store = MemoryStore()
-    search = CachedSearch(serper(sandbox, client), store, "cache", CacheTTL(search=0.2))
+    search = Cached(SEARCH, serper(sandbox, client), store, "cache", ttl=0.2)
     before = served(sandbox)
     await search.search("Demon Dice", 3)
     await search.search("Demon Dice", 3)
     await asyncio.sleep(0.3)
     await search.search("Demon Dice", 3)
     assert served(sandbox) - before == 2
-    failing = CachedSearch(serper(faulty, client), store, "cache")
+    failing = Cached(SEARCH, serper(faulty, client), store, "cache")
     before = served(faulty)
     for _ in range(2):
         with pytest.raises(SearchError) as caught:
@@ -217,7 +234,7 @@ async def test_cache_mode_expires_entries_and_never_stores_faults(
 
 
 async def test_llm_reads_are_cached_and_extractive_reads_pass_through(chat: ChatSite) -> None:
-    reader = CachedReader(chat.reader(), MemoryStore(), "cache")
+    reader = Cached(READ, chat.reader(), MemoryStore(), "cache")
     request = ReadRequest(QUESTION, "Demon Dice", "", "Demon Dice was made by Lester Smith.", 1, 2, url="http://x/a")
     results = await asyncio.gather(*(reader.read(request) for _ in range(4)))
     assert results == [ReadResult(info=READER_REPLY.split("</")[0].removeprefix("<extracted_info>"), page_down=False)] * 4
@@ -225,9 +242,9 @@ async def test_llm_reads_are_cached_and_extractive_reads_pass_through(chat: Chat
     await reader.read(ReadRequest(QUESTION, "Demon Dice", "<useful_info>known</useful_info>", request.segment, 1, 2,
                                   url="http://x/a"))
     assert chat.requests == 2  # another memory is another prompt
-    assert reader.reader_id == chat.reader().cache_id and "reader-test" in reader.reader_id
+    assert reader.cache_id == chat.reader().cache_id and "reader-test" in reader.cache_id
     assert "s3cret" not in LLMReader(base_url="https://user:s3cret@llm.example/v1", model="m").cache_id
-    extractive = CachedReader(ExtractiveReader(), MemoryStore(), "replay")  # local and deterministic: never cached
+    extractive = Cached(READ, ExtractiveReader(), MemoryStore(), "replay")  # local and deterministic: never cached
     assert await extractive.read(request) == await ExtractiveReader().read(request)
     await reader.aclose()
 
@@ -241,10 +258,10 @@ async def _record_and_collect(store: Store, search: SerperSearch, bad_search: Se
     """Every answer (value or error) of the same calls, through wrappers in `mode` (upstreams None in replay)."""
     replay = mode == "replay"
     flight = SingleFlight()
-    cached_search = CachedSearch(None if replay else search, store, mode, flight=flight, provider="serper")
-    cached_bad = CachedSearch(None if replay else bad_search, store, mode, flight=flight, provider="serper")
-    cached_pages = CachedPages(None if replay else pages, store, mode, flight=flight)
-    cached_reader = CachedReader(None if replay else reader, store, mode, flight=flight, reader_id=reader.cache_id)
+    cached_search = Cached(SEARCH, None if replay else search, store, mode, flight=flight, provider="serper")
+    cached_bad = Cached(SEARCH, None if replay else bad_search, store, mode, flight=flight, provider="serper")
+    cached_pages = Cached(PAGE, None if replay else pages, store, mode, flight=flight)
+    cached_reader = Cached(READ, None if replay else reader, store, mode, flight=flight, cache_id=reader.cache_id)
     answers: list[object] = []
     for call in (
         lambda: cached_search.search("Demon Dice collectible game", 5),
@@ -305,21 +322,21 @@ async def test_record_then_replay_offline_gives_identical_results_and_errors(tmp
 
 async def test_a_replay_miss_names_the_key_and_is_not_swallowed_by_tools() -> None:
     store = MemoryStore()
-    search = CachedSearch(None, store, "replay", provider="serper")
+    search = Cached(SEARCH, None, store, "replay", provider="serper")
     with pytest.raises(ReplayMiss) as caught:
         await search.search("Who wrote  X", 10)
     message = str(caught.value)
     assert 'search serper "who wrote x" num=10' in message and "--web record" in message
-    assert not isinstance(caught.value, SearchError)
+    assert not isinstance(caught.value, SearchError) and isinstance(caught.value, UserError)  # recording fixes it
     with pytest.raises(ReplayMiss):  # the tool turns SearchError into an observation, but not this
         await WebSearchTool(search)({"query": ["who wrote x"]}, EpisodeState(question="q"))
     with pytest.raises(ReplayMiss, match="page http://127.0.0.1:9/nowhere"):
-        await CachedPages(None, store, "replay").fetch("http://127.0.0.1:9/nowhere")
-    reader = CachedReader(None, store, "replay", reader_id="llm:reader-test")
+        await Cached(PAGE, None, store, "replay").fetch("http://127.0.0.1:9/nowhere")
+    reader = Cached(READ, None, store, "replay", cache_id="llm:reader-test")
     request = ReadRequest("q", "sub", "", "segment", 2, 3, url="http://127.0.0.1:9/page")
     with pytest.raises(ReplayMiss, match=r'read llm:reader-test http://127.0.0.1:9/page segment 2/3 sub_query "sub"'):
         await reader.read(request)
     with pytest.raises(ValueError, match="provider="):
-        CachedSearch(None, store, "replay")
+        Cached(SEARCH, None, store, "replay")
     with pytest.raises(ValueError, match="upstream"):
-        CachedPages(None, store, "cache")
+        Cached(PAGE, None, store, "cache")

@@ -26,16 +26,9 @@ from researchrl.tools.reader import LLMReader, ReaderError, ReadRequest
 from researchrl.tools.web_search import WebSearchTool
 from researchrl.web.cache import MemoryStore
 from researchrl.web.errors import FetchError
-from researchrl.web.guard import (
-    PAGE_OUTAGES,
-    READER_OUTAGES,
-    SEARCH_OUTAGES,
-    GuardedPages,
-    GuardedReader,
-    GuardedSearch,
-    verdict,
-)
+from researchrl.web.guard import Guarded, verdict
 from researchrl.web.http import FetchConfig, Fetcher
+from researchrl.web.kinds import PAGE, READ, SEARCH
 from researchrl.web.ledger import Ledger, Prices, Usage
 from researchrl.web.limits import Breakers, CircuitBreaker, RateLimit
 from researchrl.web.retry import RetryPolicy
@@ -112,15 +105,15 @@ async def closing() -> AsyncIterator[list[Any]]:
 
 def test_which_errors_count_against_a_breaker():
     for kind in ("timeout", "connect", "network", "http_429", "http_500", "http_503", "bad_response"):
-        assert verdict(kind, SEARCH_OUTAGES) and verdict(kind, READER_OUTAGES)
+        assert verdict(kind, SEARCH.outages) and verdict(kind, READ.outages)
     for kind in ("timeout", "connect", "incomplete_body", "http_429", "http_502"):
-        assert verdict(kind, PAGE_OUTAGES)
+        assert verdict(kind, PAGE.outages)
     for kind in ("http_404", "captcha", "unsupported_content_type", "too_large", "ssrf_refused"):
-        assert verdict(kind, PAGE_OUTAGES) is False  # the page's fault: the host is up
+        assert verdict(kind, PAGE.outages) is False  # the page's fault: the host is up
     for kind in ("auth", "http_400", "http_404"):
-        assert verdict(kind, SEARCH_OUTAGES) is False
+        assert verdict(kind, SEARCH.outages) is False
     for kind in ("circuit_open", "budget_exhausted", "rate_limited", "missing_credentials"):
-        assert verdict(kind, SEARCH_OUTAGES) is None  # no call was made: no verdict
+        assert verdict(kind, SEARCH.outages) is None  # no call was made: no verdict
 
 
 async def test_open_search_breaker_sends_nothing_and_one_trial_after_cooldown(closing: list[Any]):
@@ -129,7 +122,7 @@ async def test_open_search_breaker_sends_nothing_and_one_trial_after_cooldown(cl
     clock = Clock()
     breaker = CircuitBreaker(failures=3, cooldown=30, clock=clock)
     async with faulty(seed=seed, **faults) as server:
-        guarded = GuardedSearch(serper(server.url), breaker=breaker)
+        guarded = Guarded(SEARCH, serper(server.url), breaker=breaker)
         closing.append(guarded)
         for _ in range(3):
             assert await kind_of(guarded.search("lilu")) == "http_500"
@@ -155,7 +148,7 @@ async def test_a_refused_request_closes_a_half_open_breaker(closing: list[Any]):
     clock = Clock()
     breaker = CircuitBreaker(failures=2, cooldown=5, clock=clock)
     async with faulty(seed=seed, **faults) as server:
-        guarded = GuardedSearch(serper(server.url), breaker=breaker)
+        guarded = Guarded(SEARCH, serper(server.url), breaker=breaker)
         closing.append(guarded)
         for _ in range(2):
             assert await kind_of(guarded.search("lilu")) == "http_500"
@@ -168,7 +161,7 @@ async def test_page_breaker_opens_per_host_on_outages(closing: list[Any]):
     clock = Clock()
     breakers = Breakers(failures=2, cooldown=30, clock=clock)
     async with faulty(rate_500=1.0, targets=("pages",)) as server:
-        pages = GuardedPages(fetcher(server), breakers)
+        pages = Guarded(PAGE, fetcher(server), breaker=breakers)
         closing.append(pages)
         url = server.url + ARTICLE
         assert [await kind_of(pages.fetch(url)) for _ in range(2)] == ["http_500", "http_500"]
@@ -180,14 +173,14 @@ async def test_page_breaker_opens_per_host_on_outages(closing: list[Any]):
 
 async def test_page_faults_do_not_trip_the_host_breaker(sandbox: SandboxServer, closing: list[Any]):
     breakers = Breakers(failures=2)
-    pages = GuardedPages(fetcher(sandbox), breakers)
+    pages = Guarded(PAGE, fetcher(sandbox), breaker=breakers)
     closing.append(pages)
     before = requests(sandbox)
     for _ in range(4):
         assert await kind_of(pages.fetch(sandbox.url + "/wiki/No_such_article_anywhere")) == "http_404"
     assert requests(sandbox) - before == 4
     async with faulty(rate_captcha=1.0, targets=("pages",)) as walled:
-        walled_pages = GuardedPages(fetcher(walled), breakers)
+        walled_pages = Guarded(PAGE, fetcher(walled), breaker=breakers)
         closing.append(walled_pages)
         for _ in range(3):
             assert await kind_of(walled_pages.fetch(walled.url + ARTICLE)) == "captcha"
@@ -204,7 +197,7 @@ async def test_reader_breaker_and_price(closing: list[Any]):
     )
     async with faulty(rate_500=1.0, targets=("reader",)) as server:
         llm = LLMReader(base_url=f"{server.url}/v1", model=READER_MODEL, timeout=5.0, retry=ONE_TRY)
-        reader = GuardedReader(llm, None, breaker, ledger, provider="reader:sandbox")
+        reader = Guarded(READ, llm, breaker=breaker, ledger=ledger, provider="reader:sandbox")
         closing.append(reader)
         assert [await kind_of(reader.read(request)) for _ in range(3)] == ["http_500", "http_500", "circuit_open"]
         assert requests(server) == 2
@@ -216,7 +209,7 @@ async def test_reader_reads_through_the_guard_and_counts_bytes_sent(sandbox: San
     ledger = Ledger()
     llm = LLMReader(base_url=f"{sandbox.url}/v1", model=READER_MODEL, timeout=5.0, retry=ONE_TRY)
     limit = RateLimit(MemoryStore(), "read:sandbox", qps=100)
-    reader = GuardedReader(llm, limit, CircuitBreaker(), ledger, provider="reader:sandbox")
+    reader = Guarded(READ, llm, rate=limit, breaker=CircuitBreaker(), ledger=ledger, provider="reader:sandbox")
     closing.append(reader)
     segment = "A lilu or lilû is a masculine Akkadian word for a spirit, related to Alû, demon."
     request = ReadRequest(question="What is a lilu?", sub_query="lilu", memory="", segment=segment,
@@ -231,7 +224,7 @@ async def test_reader_reads_through_the_guard_and_counts_bytes_sent(sandbox: San
 
 async def test_step_budget_stops_searches_and_the_tool_reports_it(sandbox: SandboxServer, closing: list[Any]):
     ledger = Ledger(step_budget=0.003)  # three serper searches at $0.001
-    guarded = GuardedSearch(serper(sandbox.url), breaker=CircuitBreaker(failures=1), ledger=ledger)
+    guarded = Guarded(SEARCH, serper(sandbox.url), breaker=CircuitBreaker(failures=1), ledger=ledger)
     closing.append(guarded)
     tool = WebSearchTool(guarded)
     state = EpisodeState(question="Who was Lilu?")
@@ -254,8 +247,8 @@ async def test_step_budget_stops_searches_and_the_tool_reports_it(sandbox: Sandb
 
 async def test_ledger_counts_match_the_server(sandbox: SandboxServer, closing: list[Any]):
     ledger = Ledger(Prices({"serper": 0.0025}))
-    search = GuardedSearch(serper(sandbox.url), ledger=ledger)
-    pages = GuardedPages(fetcher(sandbox), Breakers(), ledger)
+    search = Guarded(SEARCH, serper(sandbox.url), ledger=ledger)
+    pages = Guarded(PAGE, fetcher(sandbox), breaker=Breakers(), ledger=ledger)
     closing.extend([search, pages])
     before = requests(sandbox)
     hits = [hit for query in ("lilu", "akkadian", "demon", "spirit") for hit in await search.search(query, 3)]
@@ -276,7 +269,7 @@ async def test_a_rate_limit_too_long_is_refused_uncharged(sandbox: SandboxServer
     ledger = Ledger()
     breaker = CircuitBreaker(failures=1)
     limit = RateLimit(MemoryStore(), "search:serper", qps=1, burst=1, max_wait=0.1)
-    guarded = GuardedSearch(serper(sandbox.url), limit, breaker, ledger)
+    guarded = Guarded(SEARCH, serper(sandbox.url), rate=limit, breaker=breaker, ledger=ledger)
     closing.append(guarded)
     before = requests(sandbox)
     outcomes = await asyncio.gather(*(guarded.search("lilu") for _ in range(3)), return_exceptions=True)
@@ -305,7 +298,7 @@ async def test_observed_request_rate_stays_within_the_limit(closing: list[Any]):
     qps, burst, calls = 20.0, 2.0, 40
     arrivals = Arrivals(create_app(SandboxConfig(), FaultCounters()))
     with serve_app(arrivals) as base_url:
-        guarded = GuardedSearch(serper(base_url), RateLimit(MemoryStore(), "search:serper", qps, burst))
+        guarded = Guarded(SEARCH, serper(base_url), rate=RateLimit(MemoryStore(), "search:serper", qps, burst))
         closing.append(guarded)
         answers = await asyncio.gather(*(guarded.search(f"lilu {i}") for i in range(calls)))
     assert all(answers)

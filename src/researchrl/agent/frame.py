@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from researchrl.errors import UserError
 from researchrl.policy.base import ChatTokenizer, Message
 
 _A, _U = "\x00ASSISTANT\x00", "\x00OBSERVATION\x00"
@@ -34,14 +35,14 @@ def derive_frame(tokenizer: ChatTokenizer) -> ChatFrame:
     p2 = tokenizer.render_chat([*base, Message("assistant", _A)], None, add_generation_prompt=False)
     p3 = tokenizer.render_chat([*base, Message("assistant", _A), Message("user", _U)], None, add_generation_prompt=True)
     if not (p1.startswith(p0) and p2.startswith(p0) and p3.startswith(p2) and _A in p2 and _U in p3):
-        raise ValueError("this chat template rewrites earlier turns; it cannot be used for append-only multi-turn rollouts")
+        raise UserError("this chat template rewrites earlier turns; it cannot be used for append-only multi-turn rollouts")
     assistant_open = p1[len(p0) :]
     if p2[len(p0) : p2.index(_A)] != assistant_open:
-        raise ValueError("this chat template opens assistant turns inconsistently")
+        raise UserError("this chat template opens assistant turns inconsistently")
     after_user = p3[len(p2) :]
     user_open, rest = after_user.split(_U, 1)
     if not rest.endswith(assistant_open):
-        raise ValueError("this chat template does not end a user turn with the assistant header")
+        raise UserError("this chat template does not end a user turn with the assistant header")
     return ChatFrame(
         eos_token=tokenizer.eos_token,
         assistant_open=assistant_open,

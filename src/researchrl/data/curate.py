@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import random
 import re
 import zlib
@@ -33,17 +32,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TypeVar
 
-import openai
 from rich.progress import Progress
 
 from researchrl.data.load import BadRow, Scan, scan_questions, write_verl_parquet
+from researchrl.errors import ConfigError
 from researchrl.policy.base import Context, Message, Policy, Sampling
 from researchrl.policy.openai import PolicyUnavailable
 from researchrl.prompts import LOW_QUALITY_PROMPT, PASS_AT_K_PROMPT
 from researchrl.reward.answer import normalize
 from researchrl.types import Question
-from researchrl.web.openai_errors import retryable
-from researchrl.web.retry import RetryableError, RetryPolicy, with_retries
+from researchrl.web.chat import ChatError, complete, openai_client
+from researchrl.web.retry import RetryPolicy
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -55,10 +54,6 @@ Label = Literal["good", "time_sensitive", "subjective", "harmful", "unlabeled"]
 _LABELS: dict[str, Label] = {"time sensitive": "time_sensitive", "subjective": "subjective", "harmful": "harmful", "good": "good"}
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
 _THINK = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
-
-
-class InputError(ValueError):
-    """An input file that cannot hold questions at all (unreadable, unsupported type, no question column)."""
 
 
 # ---------------------------------------------------------------- settings
@@ -253,15 +248,15 @@ def dedup(questions: Sequence[Question]) -> tuple[list[Question], list[Duplicate
 
 
 def parse_mix(text: str) -> dict[str, int]:
-    """`hotpotqa=3,2wiki=3,nq=1,tq=1` as {source: weight}; ValueError saying what is wrong."""
+    """`hotpotqa=3,2wiki=3,nq=1,tq=1` as {source: weight}; ConfigError saying what is wrong."""
     ratios: dict[str, int] = {}
     for part in text.split(","):
         source, sep, weight = part.strip().partition("=")
         source = source.strip()
         if not sep or not source or not weight.strip().isdigit() or int(weight) < 1:
-            raise ValueError(f"bad mix entry {part.strip()!r}: expected source=positive integer, e.g. hotpotqa=3")
+            raise ConfigError(f"bad mix entry {part.strip()!r}: expected source=positive integer, e.g. hotpotqa=3")
         if source in ratios:
-            raise ValueError(f"source {source!r} appears twice in the mix")
+            raise ConfigError(f"source {source!r} appears twice in the mix")
         ratios[source] = int(weight)
     return ratios
 
@@ -311,67 +306,29 @@ class Labeler:
     def __init__(self, config: LabelerConfig):
         self.config = config
         self._rng = random.Random()
-        self._client = openai.AsyncOpenAI(
-            base_url=config.base_url, api_key=os.environ.get(config.api_key_env) or "EMPTY", timeout=config.timeout, max_retries=0
-        )
+        self._client = openai_client(config.base_url, config.api_key_env, config.timeout)
 
     async def label(self, question: Question) -> LabelResult:
         """Ask until a reply carries a known label; faults and unreadable replies give "unlabeled", never raise."""
-        prompt = LOW_QUALITY_PROMPT.format(question=question.question)
-        tries = self.config.parse_attempts
-        for _ in range(tries):
+        cfg = self.config
+        messages = [{"role": "user", "content": LOW_QUALITY_PROMPT.format(question=question.question)}]
+        for _ in range(cfg.parse_attempts):
             try:
-                reply = await with_retries(lambda: self._complete(prompt), self.config.retry, self._rng)
-            except RetryableError as err:
-                return LabelResult(question.id, "unlabeled", f"endpoint {err.kind} after {self.config.retry.attempts} tries")
-            except _Refused as err:
-                return LabelResult(question.id, "unlabeled", f"endpoint refused: {err.kind}")
+                reply = await complete(
+                    self._client, cfg.model, messages, temperature=cfg.temperature, timeout=cfg.timeout * 2,
+                    retry=cfg.retry, max_tokens=cfg.max_tokens, rng=self._rng,
+                )
+            except ChatError as err:
+                reason = f"endpoint {err.kind} after {cfg.retry.attempts} tries" if err.retried else f"endpoint refused: {err.kind}"
+                return LabelResult(question.id, "unlabeled", reason)
             label = parse_label(reply)
             if label is not None:
                 return LabelResult(question.id, label)
-        return LabelResult(question.id, "unlabeled", f"no known label in {tries} replies")
+        return LabelResult(question.id, "unlabeled", f"no known label in {cfg.parse_attempts} replies")
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._client.close()
-
-    async def _complete(self, prompt: str) -> str:
-        """One chat completion's text; failures are raised outside `except` so provider text is not chained."""
-        failure: Exception
-        try:
-            completion = await asyncio.wait_for(
-                self._client.chat.completions.create(
-                    model=self.config.model,
-                    messages=[{"role": "user", "content": prompt}],
-                    temperature=self.config.temperature,
-                    max_tokens=openai.NOT_GIVEN if self.config.max_tokens is None else self.config.max_tokens,
-                ),
-                self.config.timeout * 2,  # the client's timeout is per network operation; this bounds the call
-            )
-        except asyncio.TimeoutError:
-            failure = RetryableError("labeler request passed its deadline", "timeout")
-        except openai.APIError as err:
-            failure = _fault(err)
-        else:
-            choices = getattr(completion, "choices", None) or []
-            return (choices[0].message.content or "") if choices else ""
-        raise failure
-
-
-class _Refused(Exception):
-    """The endpoint refused this request for good (4xx other than 429, or a malformed response)."""
-
-    def __init__(self, kind: str):
-        super().__init__(kind)
-        self.kind = kind
-
-
-def _fault(err: openai.APIError) -> Exception:
-    """Timeouts, connection errors, 429 and 5xx are worth another try; any other error is final for the question."""
-    again = retryable(err, "labeler")
-    if again is not None:
-        return again
-    return _Refused(f"http_{err.status_code}" if isinstance(err, openai.APIStatusError) else "bad_response")
 
 
 async def check_contamination(policy: Policy, question: Question, config: ContaminationConfig, seed: int) -> Check:
@@ -424,10 +381,7 @@ async def curate(
     """Run every configured stage, write `out` and its report, and return the report (the caller owns `base_model`)."""
     if config.contamination is not None and base_model is None:
         raise ValueError("the contamination check needs a base model (a Policy)")
-    try:
-        scans = [scan_questions(path) for path in inputs]
-    except ValueError as err:
-        raise InputError(str(err)) from None
+    scans = [scan_questions(path) for path in inputs]
     report = CurateReport(config, [InputFile(str(s.path), s.rows, len(s.questions), s.bad_rows) for s in scans])
     questions, report.duplicates, report.id_clashes = dedup([q for s in scans for q in _sourced(s)])
     counts = report.counts

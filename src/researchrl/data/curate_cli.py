@@ -15,18 +15,17 @@ from researchrl.data.curate import (
     ContaminationConfig,
     CurateConfig,
     CurateReport,
-    InputError,
     LabelerConfig,
     MixConfig,
     curate as run_curate,
     parse_mix,
     report_path,
 )
-from researchrl.options import err_console, fail
+from researchrl.errors import ConfigError, UserError
+from researchrl.options import err_console, exit_on_known, fail
 from researchrl.policy.base import Policy
 
 console = Console()
-
 
 
 def curate(
@@ -61,7 +60,7 @@ def curate(
         raise fail("--size needs --mix")
     try:
         ratios = parse_mix(mix) if mix is not None else None
-    except ValueError as err:
+    except ConfigError as err:
         raise fail(f"--mix: {err}") from None
     config = CurateConfig(
         split=split,
@@ -71,11 +70,9 @@ def curate(
         contamination=ContaminationConfig(contamination_model, k, temperature) if contamination_model else None,
         mix=MixConfig(ratios, size) if ratios is not None else None,
     )
-    base_model = _base_model(contamination_model, contamination_url, contamination_key_env, threads) if contamination_model else None
-    try:
+    with exit_on_known():
+        base_model = _base_model(contamination_model, contamination_url, contamination_key_env, threads) if contamination_model else None
         report = asyncio.run(_run(inputs, out, config, base_model))
-    except InputError as err:
-        raise fail(str(err)) from None
     _print_summary(report, out)
 
 
@@ -89,8 +86,8 @@ def _base_model(name: str, url: str | None, key_env: str, threads: int | None) -
 
     try:
         return HFPolicy.load(name, threads=threads)
-    except (OSError, RuntimeError, ValueError) as err:  # missing path or extra, not a model
-        raise fail(f"cannot load --contamination-model {name!r}: {err}") from None
+    except UserError as err:  # a missing path or hub id, a missing extra
+        raise UserError(f"cannot load --contamination-model {name!r}: {err}") from None
 
 
 async def _run(inputs: list[Path], out: Path, config: CurateConfig, base_model: Policy | None) -> CurateReport:

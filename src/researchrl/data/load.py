@@ -8,9 +8,9 @@ Row shapes understood, in .parquet or .jsonl files (and .csv for `scan_questions
   `<|answer_split|>`, or a list of strings); `id` optional (else `<file stem>_<row index>`), source from
   `data_source`, `dataset` or `source`.
   In CSV cells an answer may also be a JSON list (`["a", "b"]`), and an empty cell counts as absent.
-`load_questions`: a bad row raises ValueError naming the file and the row or line, never a bare KeyError.
+`load_questions`: a bad row raises InputError (a UserError) naming the file and the row or line, never a bare KeyError.
 `scan_questions`: bad rows are collected as `BadRow`s and skipped; only a file that cannot hold questions at all
-(unreadable, unsupported type, no question column) raises ValueError.
+(missing, unreadable, unsupported type, no question column) raises InputError.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from researchrl.data.rows import jsonl_rows, parquet_rows, read_csv, read_parquet
+from researchrl.data.rows import InputError, jsonl_rows, parquet_rows, read_csv, read_parquet
 from researchrl.reward.answer import split_golds
 from researchrl.types import ANSWER_SPLIT, Question
 
@@ -54,7 +54,7 @@ def load_questions(path: str | Path, limit: int | None = None) -> list[Question]
     elif path.suffix == ".jsonl":
         rows = jsonl_rows(path)
     else:
-        raise ValueError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .jsonl)")
+        raise InputError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .jsonl)")
     questions: list[Question] = []
     for index, (where, row) in enumerate(rows):
         if limit is not None and len(questions) >= limit:
@@ -96,13 +96,13 @@ def scan_questions(path: str | Path) -> Scan:
     elif path.suffix == ".jsonl":
         rows = list(jsonl_rows(path, on_bad=lambda where, reason: bad.append(BadRow(where, reason))))
     else:
-        raise ValueError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet, .jsonl or .csv)")
+        raise InputError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet, .jsonl or .csv)")
     read = len(rows) + len(bad)  # rows of bad JSON were reported while reading
     questions: list[Question] = []
     for index, (where, row) in enumerate(rows):
         try:
             questions.append(_to_question(row, where, f"{path.stem}_{index}"))
-        except ValueError as e:
+        except InputError as e:
             bad.append(BadRow(where, str(e).removeprefix(f"{where}: ")))
     return Scan(path, read, questions, bad)
 
@@ -136,13 +136,13 @@ def write_verl_parquet(questions: Sequence[Question], path: Path, split: str) ->
 
 
 def _to_question(row: Any, where: str, default_id: str) -> Question:
-    """One row (veRL or flat) as a Question, or ValueError saying what is missing."""
+    """One row (veRL or flat) as a Question, or InputError saying what is missing."""
     if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected an object, got {type(row).__name__}")
+        raise InputError(f"{where}: expected an object, got {type(row).__name__}")
     verl = "prompt" in row and "reward_model" in row
     text = _verl_prompt(row["prompt"]) if verl else row.get("question")
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{where}: missing question" + (" (no user message in prompt)" if verl else ""))
+        raise InputError(f"{where}: missing question" + (" (no user message in prompt)" if verl else ""))
     if verl:
         reward_model, extra = row["reward_model"], row.get("extra_info")
         raw = reward_model.get("ground_truth") if isinstance(reward_model, dict) else None
@@ -164,7 +164,7 @@ def _check_columns(path: Path, columns: list[str]) -> None:
     names = set(columns)
     if {"prompt", "reward_model"} <= names or ("question" in names and names & set(_ANSWER_FIELDS)):
         return
-    raise ValueError(
+    raise InputError(
         f"{path}: no question/answer columns: expected prompt + reward_model (veRL) or question + one of "
         f"{', '.join(_ANSWER_FIELDS)}; found {', '.join(columns) or 'none'}"
     )
@@ -197,10 +197,10 @@ def _verl_prompt(prompt: Any) -> str | None:
 def _answers(raw: Any, where: str) -> tuple[str, ...]:
     """Non-blank gold aliases from a joined string or a list of strings."""
     if raw is None:
-        raise ValueError(f"{where}: no answers (expected one of {', '.join(_ANSWER_FIELDS)} or reward_model.ground_truth)")
+        raise InputError(f"{where}: no answers (expected one of {', '.join(_ANSWER_FIELDS)} or reward_model.ground_truth)")
     if not isinstance(raw, str) and not (isinstance(raw, list) and all(isinstance(a, str) for a in raw)):
-        raise ValueError(f"{where}: answers must be a string or a list of strings, got {raw!r:.80}")
+        raise InputError(f"{where}: answers must be a string or a list of strings, got {raw!r:.80}")
     answers = tuple(a for a in split_golds(raw) if a.strip())
     if not answers:
-        raise ValueError(f"{where}: no answers (all empty)")
+        raise InputError(f"{where}: no answers (all empty)")
     return answers

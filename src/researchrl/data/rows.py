@@ -1,7 +1,7 @@
 """Rows of .jsonl, .parquet and .csv files, read one way by the QA loader and the local corpus.
 
-Unreadable input is a ValueError naming the file, and the line of bad JSON (or, given `on_bad`, a skipped
-line reported to it); a missing file stays FileNotFoundError.
+Input that cannot be read is an InputError (a UserError, so a ValueError) naming the file, and the line of bad
+JSON (or, given `on_bad`, a skipped line reported to it); a missing file is one too.
 """
 
 from __future__ import annotations
@@ -15,13 +15,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from researchrl.errors import UserError
+
+
+class InputError(UserError):
+    """A data file that cannot be read as rows: missing, not UTF-8, bad JSON, unsupported type, no question column."""
+
 
 def read_parquet(path: Path) -> pa.Table:
     """The whole table, so callers can check its columns before reading rows."""
+    _require(path)
     try:
         return pq.read_table(path)
     except pa.ArrowException as e:
-        raise ValueError(f"{path}: not a readable parquet file ({e})") from e
+        raise InputError(f"{path}: not a readable parquet file ({e})") from e
 
 
 def parquet_rows(path: Path, table: pa.Table) -> Iterator[tuple[str, Any]]:
@@ -35,8 +42,9 @@ def jsonl_rows(
 ) -> Iterator[tuple[str, Any]]:
     """Decoded non-blank lines, each labelled by formatting `label` with the path and 1-based line number.
 
-    A line of bad JSON raises ValueError, or with `on_bad` is passed to it as (label, reason) and skipped.
+    A line of bad JSON raises InputError, or with `on_bad` is passed to it as (label, reason) and skipped.
     """
+    _require(path)
     with path.open(encoding="utf-8") as f:
         try:
             for number, line in enumerate(f, 1):
@@ -47,22 +55,29 @@ def jsonl_rows(
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
                     if on_bad is None:
-                        raise ValueError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from e
+                        raise InputError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from e
                     on_bad(where, f"invalid JSON: {e.msg} (column {e.colno})")
                     continue
                 yield where, row
         except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not UTF-8 text: {e}") from e
+            raise InputError(f"{path}: not UTF-8 text: {e}") from e
 
 
 def read_csv(path: Path) -> tuple[list[str], list[tuple[str, dict[str, str | None]]]]:
     """Header and records (labelled `<path> row <i>`, 0-based) of a UTF-8 CSV; a short record's missing cells are None."""
+    _require(path)
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)
             records = [(f"{path} row {i}", {k: v for k, v in row.items() if k is not None}) for i, row in enumerate(reader)]
             return list(reader.fieldnames or []), records
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text: {e}") from e
+        raise InputError(f"{path}: not UTF-8 text: {e}") from e
     except csv.Error as e:
-        raise ValueError(f"{path}: not a readable CSV file ({e})") from e
+        raise InputError(f"{path}: not a readable CSV file ({e})") from e
+
+
+def _require(path: Path) -> None:
+    """A missing path is the user's to fix: InputError naming it."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")

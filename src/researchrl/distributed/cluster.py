@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import threading
+from collections.abc import Awaitable
 from types import ModuleType
+from typing import Any
 
+from researchrl.errors import MissingDependency
+
+log = logging.getLogger("researchrl")
 NAMESPACE = "researchrl"  # actors of every researchrl pool live here, apart from other Ray jobs
 
 _lock = threading.Lock()
@@ -12,12 +20,36 @@ _holders = 0  # pools using a Ray connection that this module opened; the last o
 
 
 def require_ray() -> ModuleType:
-    """The `ray` module, or an ImportError that says how to install it."""
+    """The `ray` module, or a MissingDependency that says how to install it."""
     try:
         import ray
     except ImportError as err:
-        raise ImportError("researchrl.distributed needs Ray: pip install 'researchrl[ray]'") from err
+        raise MissingDependency("ray", "ray") from err
     return ray
+
+
+@functools.cache
+def actor_class(cls: type, max_concurrency: int) -> Any:  # noqa: ANN401
+    """`cls` as a Ray actor class, made once per process (Ray is imported only here, when a pool starts)."""
+    return require_ray().remote(max_concurrency=max_concurrency)(cls)
+
+
+async def stop_actors(actors: list[Any], closing: list[Awaitable[Any]], timeout: float) -> None:
+    """Let actors close their clients for up to `timeout` seconds, then kill them; what did not close is logged."""
+    try:
+        await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout)
+    except asyncio.TimeoutError:
+        log.warning("%d Ray workers did not close within %.0f s; killing them", len(actors), timeout)
+    for actor in actors:
+        kill(actor)
+
+
+def kill(actor: Any) -> None:  # noqa: ANN401
+    """Kill one actor; one that cannot be killed (already gone with its node) is logged, not raised."""
+    try:
+        require_ray().kill(actor)
+    except Exception as err:  # noqa: BLE001 - Ray raises several types here; the actor is being dropped either way
+        log.warning("could not kill Ray actor %s: %s", actor, err)
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:

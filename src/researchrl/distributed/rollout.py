@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Callable
 from typing import Any
 
 from researchrl.agent.loop import AgentConfig, run_episode
-from researchrl.distributed.cluster import connect, require_ray, shutdown_if_ours
+from researchrl.distributed.cluster import actor_class, connect, kill, require_ray, shutdown_if_ours, stop_actors
 from researchrl.environment import EnvConfig, open_environment
 from researchrl.policy.base import Policy
 from researchrl.tools.base import Toolset
@@ -80,12 +79,6 @@ class RolloutWorker:
         return self._tools
 
 
-@functools.cache
-def _remote_class(max_concurrency: int) -> Any:  # noqa: ANN401
-    """RolloutWorker as a Ray actor class, made once per process."""
-    return require_ray().remote(max_concurrency=max_concurrency)(RolloutWorker)
-
-
 class RayRolloutPool:
     """Rollout workers on Ray; `run` spreads a batch of episodes over them and returns trajectories in input order."""
 
@@ -144,12 +137,8 @@ class RayRolloutPool:
 
     async def aclose(self) -> None:
         """Stop each worker's environment (briefly), kill the actors, and shut Ray down if this pool started it."""
-        ray = require_ray()
         workers, self.workers = self.workers, []
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*(w.close.remote() for w in workers), return_exceptions=True), 30)
-        for worker in workers:
-            ray.kill(worker)
+        await stop_actors(workers, [w.close.remote() for w in workers], timeout=30)
         shutdown_if_ours(self._ours)
         self._ours = False
 
@@ -178,13 +167,12 @@ class RayRolloutPool:
 
     def _spawn(self) -> Any:  # noqa: ANN401
         """A new worker actor; its policy and environment are built in its own process."""
-        return _remote_class(1000).remote(self.policy_factory, self.env_cfg, self.protocol)
+        return actor_class(RolloutWorker, 1000).remote(self.policy_factory, self.env_cfg, self.protocol)
 
     def _replace(self, slot: int, dead: Any) -> None:  # noqa: ANN401
         """Swap a dead worker for a fresh one (once, however many shards saw it die)."""
         if self.workers[slot] is not dead:
             return
-        with contextlib.suppress(Exception):
-            require_ray().kill(dead)
+        kill(dead)
         self.replaced += 1
         self.workers[slot] = self._spawn()

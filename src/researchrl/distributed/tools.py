@@ -1,12 +1,13 @@
-"""Stateless tool workers on Ray: search, fetch and read calls spread over a pool of worker processes.
+"""Stateless tool workers on Ray: search, fetch, read and extract calls spread over a pool of worker processes.
 
 Episode state lives in the agent loop, so any worker can serve any call. Each worker builds its upstream
 clients once, from a picklable zero-argument factory, and serves many calls concurrently (an async actor).
+The pool hands out one proxy per kind of call (`RayToolPool.tool(SEARCH)`, ...), which answers the kind's method.
 
 Errors reach the caller as the protocol's own exception, never as a Ray wrapper:
 
     SearchError / FetchError / ReaderError   raised by the upstream inside the worker, sent back as a
-                                             RemoteFault and re-raised here with the same type, kind and message
+                                             FaultRecord and raised again here with the same type, kind and message
     kind "worker_timeout"                    the worker did not answer within the proxy's timeout (call cancelled)
     kind "worker_lost"                       the worker process died; the pool replaces it for later calls
 
@@ -16,58 +17,26 @@ Any other exception in a worker is a bug in our code and propagates (as Ray's Ra
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from researchrl.distributed.cluster import connect, require_ray, shutdown_if_ours
-from researchrl.search.base import MissingCredentials, SearchBackend, SearchError
+from researchrl.distributed.cluster import actor_class, connect, kill, require_ray, shutdown_if_ours, stop_actors
+from researchrl.errors import ConfigError
+from researchrl.search.base import SearchBackend
 from researchrl.tools.browse import PageSource
 from researchrl.tools.pages import extract_text
-from researchrl.tools.reader import Reader, ReaderError, ReadRequest, ReadResult
-from researchrl.types import Page, SearchResult
-from researchrl.web.errors import FetchError
+from researchrl.tools.reader import Reader
+from researchrl.types import Page
+from researchrl.web.fault_record import FaultRecord
 from researchrl.web.http import FetchConfig
+from researchrl.web.kinds import EXTRACT, PAGE, READ, SEARCH, Layer, ToolKind
 from researchrl.web.retry import RetryPolicy
 
-Upstreams = tuple[SearchBackend, PageSource, Reader]
+Upstreams = tuple[SearchBackend | dict[str, SearchBackend], PageSource, Reader]
 UpstreamFactory = Callable[[], Upstreams]
-ToolFault = SearchError | FetchError | ReaderError
-
-
-@dataclass(frozen=True)
-class RemoteFault:
-    """An environment fault raised inside a worker, as plain data (these exceptions do not survive pickling)."""
-
-    error: Literal["search", "missing_credentials", "fetch", "reader"]
-    source: str  # provider (search, missing_credentials), url (fetch); "" for the reader
-    kind: str
-    message: str  # the constructor's message (the env var for missing_credentials)
-
-    @classmethod
-    def of(cls, err: ToolFault) -> RemoteFault:
-        """The fault `err` describes; its message is the constructor's, without the kind prefix the class adds."""
-        if isinstance(err, MissingCredentials):
-            return cls("missing_credentials", err.provider, err.kind, err.env_var)
-        if isinstance(err, SearchError):
-            return cls("search", err.provider, err.kind, str(err).removeprefix(f"{err.provider}: {err.kind}: "))
-        if isinstance(err, FetchError):
-            return cls("fetch", err.url, err.kind, str(err).removeprefix(f"{err.kind}: "))
-        return cls("reader", "", err.kind, str(err).removeprefix(f"{err.kind}: "))
-
-    def rebuild(self) -> ToolFault:
-        """The same exception, raised again on this side."""
-        if self.error == "missing_credentials":
-            return MissingCredentials(self.source, self.message)
-        if self.error == "search":
-            return SearchError(self.source, self.kind, self.message)
-        if self.error == "fetch":
-            return FetchError(self.source, self.kind, self.message)
-        return ReaderError(self.kind, self.message)
 
 
 @dataclass(frozen=True)
@@ -80,45 +49,37 @@ class WorkerStats:
     read: int
 
 
+class Extractor:
+    """Main-text extraction in this process, off the event loop (the CPU-heavy step of a browse)."""
+
+    async def extract(self, page: Page) -> str:
+        """The page's main text."""
+        return await asyncio.to_thread(extract_text, page)
+
+
 class ToolWorker:
     """One worker process: upstream clients built once, shared by its concurrent calls (run as a Ray async actor)."""
 
     def __init__(self, factory: UpstreamFactory):
-        searches, self.page_source, self.reader = factory()
-        # one provider, or several by name (a failover chain keeps its guards driver-side, one proxy per provider)
-        self.searches: dict[str, SearchBackend] | None = searches if isinstance(searches, dict) else None
-        self.search_backend = None if isinstance(searches, dict) else searches
+        searches, pages, reader = factory()
+        # one search provider, or several by name (a failover chain keeps its guards driver-side, one proxy each)
+        named = searches.items() if isinstance(searches, dict) else [("", searches)]
+        self.kinds = {kind.name: kind for kind in (SEARCH, PAGE, READ, EXTRACT)}
+        self.upstreams: dict[tuple[str, str], Any] = {(SEARCH.name, name): backend for name, backend in named}
+        self.upstreams |= {(PAGE.name, ""): pages, (READ.name, ""): reader, (EXTRACT.name, ""): Extractor()}
         self.served: Counter[str] = Counter()
 
-    async def search(self, query: str, num: int, provider: str = "") -> list[SearchResult] | RemoteFault:
-        """Search results from `provider` (when the factory built several), or the SearchError as data."""
-        self.served["search"] += 1
-        backend = self.searches[provider] if self.searches is not None else self.search_backend
+    async def call(self, kind_name: str, args: tuple[Any, ...], provider: str = "") -> Any:  # noqa: ANN401
+        """The answer of the upstream of `kind_name` (by `provider` when there are several), or its fault as data."""
+        kind = self.kinds[kind_name]
+        self.served[kind.method] += 1
+        upstream = self.upstreams.get((kind_name, provider))
+        if upstream is None:  # the one provider, whatever the proxy calls it
+            upstream = self.upstreams[kind_name, ""]
         try:
-            return await backend.search(query, num)
-        except SearchError as err:
-            return RemoteFault.of(err)
-
-    async def fetch(self, url: str) -> Page | RemoteFault:
-        """The page, or the FetchError as data."""
-        self.served["fetch"] += 1
-        try:
-            return await self.page_source.fetch(url)
-        except FetchError as err:
-            return RemoteFault.of(err)
-
-    async def extract(self, page: Page) -> str:
-        """A page's main text, extracted in this worker's process (the CPU-heavy step of a browse)."""
-        self.served["extract"] += 1
-        return await asyncio.to_thread(extract_text, page)
-
-    async def read(self, request: ReadRequest) -> ReadResult | RemoteFault:
-        """The reader's result, or the ReaderError as data."""
-        self.served["read"] += 1
-        try:
-            return await self.reader.read(request)
-        except ReaderError as err:
-            return RemoteFault.of(err)
+            return await getattr(upstream, kind.method)(*args)
+        except kind.fault as err:
+            return FaultRecord.of(err)
 
     async def stats(self) -> WorkerStats:
         """Calls served so far (also a readiness probe)."""
@@ -126,16 +87,10 @@ class ToolWorker:
 
     async def close(self) -> None:
         """Close the upstreams' connection pools before the process is killed."""
-        for upstream in (*(self.searches or {"": self.search_backend}).values(), self.page_source, self.reader):
+        for upstream in self.upstreams.values():
             closer = getattr(upstream, "aclose", None)
             if closer is not None:
                 await closer()
-
-
-@functools.cache
-def _remote_class(cls: type, max_concurrency: int) -> Any:  # noqa: ANN401
-    """`cls` as a Ray actor class, made once per process (Ray is imported only here, when a pool starts)."""
-    return require_ray().remote(max_concurrency=max_concurrency)(cls)
 
 
 class RayToolPool:
@@ -183,12 +138,8 @@ class RayToolPool:
 
     async def aclose(self) -> None:
         """Close the workers' clients (briefly), kill the actors, and shut Ray down if this pool started it."""
-        ray = require_ray()
         actors, self._actors = self.workers, []
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*(a.close.remote() for a in actors), return_exceptions=True), 10)
-        for actor in actors:
-            ray.kill(actor)
+        await stop_actors(actors, [a.close.remote() for a in actors], timeout=10)
         shutdown_if_ours(self._ours)
         self._ours = False
 
@@ -198,53 +149,43 @@ class RayToolPool:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def search(self, name: str = "ray", timeout: float | None = None) -> RemoteSearch:
-        """A SearchBackend whose calls run on the pool; `name` labels its worker_timeout/worker_lost errors."""
-        return RemoteSearch(self, name, timeout or self.timeout)
+    def tool(self, kind: ToolKind, timeout: float | None = None, name: str = "ray") -> RemoteTool:
+        """A proxy whose calls of `kind` run on the pool; `name` is the search provider the workers ask."""
+        return RemoteTool(self, kind, timeout or self.timeout, name)
 
-    def pages(self, timeout: float | None = None) -> RemotePages:
-        """A PageSource whose fetches run on the pool."""
-        return RemotePages(self, timeout or self.timeout)
-
-    def reader(self, timeout: float | None = None) -> RemoteReader:
-        """A Reader whose reads run on the pool."""
-        return RemoteReader(self, timeout or self.timeout)
-
-    def extractor(self, timeout: float | None = None) -> RemoteExtractor:
-        """BrowseTool's `extract`: page text extraction on the pool, so its CPU work spreads over the workers."""
-        return RemoteExtractor(self, timeout or self.timeout)
-
-    async def call(
-        self, method: str, args: tuple[Any, ...], timeout: float, fault: Callable[[str, str], ToolFault]
-    ) -> Any:  # noqa: ANN401
-        """Run `method` on the least busy worker; environment faults come back as `fault(kind, message)` errors."""
+    async def call(self, kind: ToolKind, args: tuple[Any, ...], timeout: float, source: str) -> Any:  # noqa: ANN401
+        """Run a call of `kind` on the least busy worker; its faults are the kind's (a search's blame `source`)."""
         ray = require_ray()
         if not self._actors:
             raise RuntimeError("start the tool pool before calling it")
+
+        def fault(fault_kind: str, message: str) -> Exception:
+            return kind.blame(source, args, fault_kind, message)
+
         slot = self._pick()
         if slot is None:
             raise fault("worker_lost", "no live tool workers left in the pool")
         actor = self._actors[slot]
         self.calls[slot] += 1
         self._outstanding[slot] += 1
-        ref = getattr(actor, method).remote(*args)
+        ref = actor.call.remote(kind.name, args, source)
         try:
             result = await asyncio.wait_for(ref, timeout)
         except asyncio.TimeoutError:
             ray.cancel(ref)
-            raise fault("worker_timeout", f"tool worker {slot} did not answer {method} within {timeout} s") from None
+            raise fault("worker_timeout", f"tool worker {slot} did not answer {kind.method} within {timeout} s") from None
         except ray.exceptions.RayActorError:
             self._replace(slot, actor)
-            raise fault("worker_lost", f"tool worker {slot} died during {method}") from None
+            raise fault("worker_lost", f"tool worker {slot} died during {kind.method}") from None
         finally:
             self._outstanding[slot] -= 1
-        if isinstance(result, RemoteFault):
-            raise result.rebuild()
+        if isinstance(result, FaultRecord):
+            raise result.rebuild(kind.fault)
         return result
 
     def _spawn(self) -> Any:  # noqa: ANN401
         """A new worker actor (its upstreams are built in its own process)."""
-        return _remote_class(ToolWorker, self.max_concurrency).remote(self.factory)
+        return actor_class(ToolWorker, self.max_concurrency).remote(self.factory)
 
     def _pick(self) -> int | None:
         """The live slot with the fewest calls in flight; ties go round-robin. None when every slot is dead."""
@@ -259,8 +200,7 @@ class RayToolPool:
         """Swap a dead actor for a fresh one (once, however many calls saw it die); past the budget, skip the slot."""
         if self._actors[slot] is not dead:
             return
-        with contextlib.suppress(Exception):
-            require_ray().kill(dead)
+        kill(dead)
         if self.replaced >= self.max_replacements:
             self._actors[slot] = None
             return
@@ -269,61 +209,20 @@ class RayToolPool:
 
 
 @dataclass
-class RemoteSearch:
-    """SearchBackend on a RayToolPool."""
+class RemoteTool(Layer):
+    """Calls of one kind on a RayToolPool; it answers the kind's method (`search`, `fetch`, `read`, `extract`)."""
 
     pool: RayToolPool
-    name: str
+    kind: ToolKind
     timeout: float
+    name: str  # search: the provider the workers ask, named by its errors
 
-    async def search(self, query: str, num: int = 10) -> list[SearchResult]:
-        """Top `num` results for `query`, searched by a worker."""
-        return await self.pool.call("search", (query, num, self.name), self.timeout, functools.partial(SearchError, self.name))
+    async def call(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        """One call, made by a worker."""
+        return await self.pool.call(self.kind, self.kind.args(*args, **kwargs), self.timeout, self.name)
 
     async def aclose(self) -> None:
         """Nothing to release here: the pool owns the workers."""
-
-
-@dataclass
-class RemotePages:
-    """PageSource on a RayToolPool."""
-
-    pool: RayToolPool
-    timeout: float
-
-    async def fetch(self, url: str) -> Page:
-        """The page at `url`, fetched by a worker."""
-        return await self.pool.call("fetch", (url,), self.timeout, functools.partial(FetchError, url))
-
-    async def aclose(self) -> None:
-        """Nothing to release here: the pool owns the workers."""
-
-
-@dataclass
-class RemoteReader:
-    """Reader on a RayToolPool."""
-
-    pool: RayToolPool
-    timeout: float
-
-    async def read(self, req: ReadRequest) -> ReadResult:
-        """One segment read by a worker."""
-        return await self.pool.call("read", (req,), self.timeout, ReaderError)
-
-    async def aclose(self) -> None:
-        """Nothing to release here: the pool owns the workers."""
-
-
-@dataclass
-class RemoteExtractor:
-    """Main-text extraction on a RayToolPool; a lost or slow worker is the page's FetchError."""
-
-    pool: RayToolPool
-    timeout: float
-
-    async def __call__(self, page: Page) -> str:
-        """The page's main text, extracted by a worker."""
-        return await self.pool.call("extract", (page,), self.timeout, functools.partial(FetchError, page.url))
 
 
 @dataclass(frozen=True)
@@ -350,5 +249,5 @@ class SandboxUpstreams:
         if self.reader == "extractive":
             return search, pages, ExtractiveReader()
         if not self.reader_url:
-            raise ValueError("reader='llm' needs reader_url (an OpenAI-compatible base URL)")
+            raise ConfigError("reader='llm' needs reader_url (an OpenAI-compatible base URL)")
         return search, pages, LLMReader(base_url=self.reader_url, model=self.reader_model, retry=self.retry)

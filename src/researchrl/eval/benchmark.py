@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from researchrl.agent.loop import AgentConfig, run_episode
+from researchrl.config import to_dict
 from researchrl.data.load import load_questions
 from researchrl.environment import EnvConfig, open_environment
+from researchrl.errors import UserError
 from researchrl.eval.judge import Judge
 from researchrl.eval.tables import source_table, write_tables
 from researchrl.policy.base import Policy
@@ -26,7 +28,7 @@ from researchrl.tools.base import Toolset
 from researchrl.tools.web_search import render_search_r1
 from researchrl.types import Question
 
-RESUME_KEYS = ("data", "model", "protocol", "k", "temperature", "max_turns", "max_new_tokens", "search")
+RESUME_KEYS = ("data", "model", "protocol", "k", "temperature", "max_turns", "max_new_tokens", "search", "heldout")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class EvalJob:
     limit: int | None = None  # first N questions of the file
     concurrency: int = 16  # episodes in flight (a local model batches their turns)
     rag_k: int = 5  # snippets the RAG baseline puts in the prompt
+    heldout: int | None = None  # only the last N questions of the file (a training run's held-out set), before `limit`
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval --run: the run, phase and overrides
 
     def settings(self) -> dict[str, Any]:
         """What eval_config.json records; RESUME_KEYS must match for a rerun to continue a directory."""
@@ -56,31 +60,37 @@ class EvalJob:
             "search": self.env.search,
             "web": self.env.web,
             "limit": self.limit,
+            "heldout": self.heldout,
             "rag_k": self.rag_k,
+            **self.provenance,
+            "env": to_dict(self.env),
+            "agent": to_dict(self.agent),
         }
 
 
 def check_job(job: EvalJob) -> list[Question]:
     """The questions to run, after every check a user can fail (so nothing starts before a mistake is reported)."""
     if job.k < 1:
-        raise ValueError(f"--k must be at least 1, got {job.k}")
+        raise UserError(f"--k must be at least 1, got {job.k}")
     if job.k > 1 and job.agent.sampling.temperature == 0:
-        raise ValueError("--k > 1 needs --temperature above 0: greedy decoding gives the same answer k times")
+        raise UserError("--k > 1 needs --temperature above 0: greedy decoding gives the same answer k times")
     if not job.data.exists():
-        raise FileNotFoundError(f"{job.data} not found (--data takes a .parquet or .jsonl QA file)")
-    questions = load_questions(job.data, job.limit)
+        raise UserError(f"{job.data} not found (--data takes a .parquet or .jsonl QA file)")
+    questions = load_questions(job.data, None if job.heldout else job.limit)
+    if job.heldout:
+        questions = questions[-job.heldout:][: job.limit]
     if not questions:
-        raise ValueError(f"{job.data} holds no questions")
+        raise UserError(f"{job.data} holds no questions")
     seen: set[str] = set()
     duplicates = [q.id for q in questions if q.id in seen or seen.add(q.id)]
     if duplicates:
-        raise ValueError(f"{job.data}: question ids repeat ({', '.join(duplicates[:3])}…): ids key the resumable records")
+        raise UserError(f"{job.data}: question ids repeat ({', '.join(duplicates[:3])}…): ids key the resumable records")
     saved = job.out / "eval_config.json"
     if saved.exists():
         before = json.loads(saved.read_text())
         changed = [key for key in RESUME_KEYS if before.get(key) != job.settings().get(key)]
         if changed:
-            raise ValueError(
+            raise UserError(
                 f"{job.out} holds a different evaluation ({', '.join(f'{k}: {before.get(k)!r}' for k in changed)}); "
                 "use another --out to start a new one"
             )
@@ -91,14 +101,15 @@ def load_done(path: Path) -> list[dict[str, Any]]:
     """Records already written; a line cut short by an interruption is dropped (that sample runs again)."""
     if not path.exists():
         return []
+    lines = path.read_text().splitlines()
     records, kept = [], []
-    for line in path.read_text().splitlines():
+    for line in lines:
         try:
             records.append(json.loads(line))
             kept.append(line)
         except ValueError:
             continue
-    if len(kept) != len(path.read_text().splitlines()):
+    if len(kept) != len(lines):
         path.write_text("".join(line + "\n" for line in kept))
     return records
 
@@ -158,5 +169,5 @@ async def run_benchmark(
         web = tools.ledger.metrics()
         (job.out / "web.json").write_text(tools.ledger.to_json())
     rows = source_table(done, job.k)
-    write_tables(job.out, rows, job.k, judge.info() if judge else None)
+    write_tables(job.out, rows, job.k, judge.info() if judge else None, job.provenance)
     return done, rows, web

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -16,12 +16,17 @@ ENVS = ("sandbox", "local", "web", "replay")
 
 
 def eval_command(
-    data: Path = typer.Option(..., help="Benchmark file: the paper's .parquet (veRL schema) or our .jsonl."),
-    out: Path = typer.Option(..., help="Output directory: records.jsonl, tables.json/.md; rerun to resume."),
+    ctx: typer.Context,
+    data: Optional[Path] = typer.Option(None, help="Benchmark file: the paper's .parquet (veRL schema) or our .jsonl (default with --run: the run's held-out questions)."),
+    out: Optional[Path] = typer.Option(None, help="Output directory: records.jsonl, tables.json/.md; rerun to resume (default with --run: RUN/eval-PHASE)."),
     model: str = options.MODEL,
     base_url: Optional[str] = options.BASE_URL,
     api_key_env: str = options.API_KEY_ENV,
     tokenizer: Optional[str] = options.TOKENIZER,
+    run: Optional[Path] = options.RUN,
+    phase: str = options.PHASE,
+    config: Optional[Path] = options.CONFIG,
+    set_: list[str] = options.SET,
     env: str = typer.Option("sandbox", help=f"Environment: {' | '.join(ENVS)} (web: --search provider live; replay: only from --cache)."),
     search: str = typer.Option("serper", help=f"Search provider for --env web/replay: {' | '.join(SEARCH_NAMES[2:])}."),
     search_url: Optional[str] = options.SEARCH_URL,
@@ -45,47 +50,75 @@ def eval_command(
     ray_workers: int = typer.Option(2, min=1, help="Ray tool workers for --executor ray."),
 ) -> None:
     """Evaluate an agent or a baseline on a benchmark: F1, EM and MBE per data source, with the paper's figures beside them."""
-    from researchrl.agent.loop import AgentConfig
-    from researchrl.cli import _user_error, console
-    from researchrl.options import fail
-    from researchrl.environment import EnvConfig
+    from researchrl.cli import console
+    from researchrl.config import nest
+    from researchrl.errors import ConfigError
     from researchrl.eval.benchmark import EvalJob, check_job
-    from researchrl.policy.base import Sampling
-    from researchrl.sandbox.config import shared_data_dir
+    from researchrl.resolve import given, resolve
 
-    try:
+    values = {"env": env, "search": search, "search_url": search_url, "corpus": corpus, "web": web, "cache": cache,
+              "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers, "baseline": baseline,
+              "max_turns": max_turns, "max_new_tokens": max_new_tokens, "temperature": temperature}
+    typed = given(ctx, [*values, "model"]) if run is not None or config is not None else set(values) | {"model"}
+    with options.exit_on_known():
         if env not in ENVS:
-            raise ValueError(f"--env must be one of {', '.join(ENVS)}, not {env!r}")
+            raise ConfigError(f"--env must be one of {', '.join(ENVS)}, not {env!r}")
         if baseline not in PROTOCOLS:
-            raise ValueError(f"--baseline must be one of {', '.join(PROTOCOLS)}, not {baseline!r}")
-        scale = {"executor": executor, "ray_address": ray_address, "ray_workers": ray_workers, "cache": cache}
-        if env == "local":
-            env_cfg = EnvConfig(search="local", corpus=corpus or shared_data_dir() / "wiki" / "passages.jsonl", web=web, **scale)  # type: ignore[arg-type]
-        elif env == "sandbox":
-            env_cfg = EnvConfig(search="sandbox", web=web, **scale)  # type: ignore[arg-type]
-        else:
-            env_cfg = EnvConfig(search=search, search_url=search_url, web="replay" if env == "replay" else web, **scale)  # type: ignore[arg-type]
-        agent = AgentConfig(
-            protocol=baseline, max_turns=max_turns, sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens)
-        )
-        job = EvalJob(data=data, out=out, model=model, agent=agent, env=env_cfg, k=k, limit=limit,
-                      concurrency=concurrency, rag_k=rag_k)
+            raise ConfigError(f"--baseline must be one of {', '.join(PROTOCOLS)}, not {baseline!r}")
+        chosen = resolve(run, phase, config, nest(_settings(values, typed)), set_, model if "model" in typed else None)
+        heldout = None
+        if run is not None and data is None:  # the run's own held-out questions, as its evaluations ran them
+            data, heldout = chosen.run.questions, chosen.run.heldout  # type: ignore[union-attr]
+            limit = limit or chosen.run.eval_questions  # type: ignore[union-attr]
+            if not heldout:
+                raise ConfigError(f"{run} held out no questions (heldout = 0): give --data")
+        if data is None:
+            raise ConfigError("--data is required (a .parquet or .jsonl QA file), unless --run names a run with held-out questions")
+        if out is None:
+            if run is None:
+                raise ConfigError("--out is required (the output directory), unless --run is given")
+            out = run / f"eval-{phase}"
+        job = EvalJob(data=data, out=out, model=chosen.model, agent=chosen.agent, env=chosen.env, k=k, limit=limit,
+                      concurrency=concurrency, rag_k=rag_k, heldout=heldout,
+                      provenance={"run": str(run), "phase": phase, "overrides": chosen.overrides} if run else {})
         check_job(job)  # report a bad flag or file before loading a model
-        rows, web = asyncio.run(_run(job, model, base_url, api_key_env, tokenizer, threads, judge_url, judge_model, judge_key_env))
-    except Exception as err:  # noqa: BLE001 - only known user/environment errors are shown as one line
-        message = _user_error(err)
-        if message is None:
-            raise
-        raise fail(message) from None
+        rows, spend = asyncio.run(_run(job, base_url, api_key_env, tokenizer, threads, judge_url, judge_model, judge_key_env))
     from researchrl.display import web_summary
     from researchrl.eval.tables import reference_for, render_console_table
 
     console.print(render_console_table(rows, reference_for(rows)))
-    console.print(web_summary(web))
+    console.print(web_summary(spend))
     console.print(f"records and tables: {out}/records.jsonl, {out}/tables.md")
 
 
-async def _run(job, model, base_url, api_key_env, tokenizer, threads, judge_url, judge_model, judge_key_env):  # noqa: ANN001, ANN202
+def _settings(values: dict[str, Any], typed: set[str]) -> dict[str, Any]:
+    """The flags the user gave as dotted settings (`--env` picks the search backend, its corpus or replay)."""
+    from researchrl.sandbox.config import shared_data_dir
+
+    out: dict[str, Any] = {}
+    if "env" in typed:
+        kind = values["env"]
+        if kind == "local":
+            out.update({"env.search": "local", "env.corpus": values["corpus"] or shared_data_dir() / "wiki" / "passages.jsonl"})
+        else:
+            out["env.search"] = "sandbox" if kind == "sandbox" else values["search"]
+    if "search" in typed and values["env"] in ("web", "replay"):
+        out["env.search"] = values["search"]
+    for name in ("search_url", "corpus", "cache", "ray_address"):
+        if name in typed and values[name] is not None:
+            out[f"env.{name}"] = values[name]
+    for name in ("web", "executor", "ray_workers"):
+        if name in typed:
+            out[f"env.{name}"] = values[name]
+    if values["env"] == "replay" and "env" in typed:
+        out["env.web"] = "replay"
+    agent = {"baseline": "agent.protocol", "max_turns": "agent.max_turns", "max_new_tokens": "agent.sampling.max_new_tokens",
+             "temperature": "agent.sampling.temperature"}
+    out.update({key: values[name] for name, key in agent.items() if name in typed})
+    return out
+
+
+async def _run(job, base_url, api_key_env, tokenizer, threads, judge_url, judge_model, judge_key_env):  # noqa: ANN001, ANN202
     """Load the policy (and judge), run the benchmark with a progress bar, close everything."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -93,7 +126,7 @@ async def _run(job, model, base_url, api_key_env, tokenizer, threads, judge_url,
     from researchrl.eval.benchmark import run_benchmark
     from researchrl.eval.judge import Judge
 
-    policy = _policy(model, base_url, api_key_env, tokenizer, threads)
+    policy = _policy(job.model, base_url, api_key_env, tokenizer, threads, max_batch=job.concurrency)
     judge = Judge(judge_url, judge_model, api_key_env=judge_key_env) if judge_url else None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:

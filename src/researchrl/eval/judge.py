@@ -6,8 +6,11 @@ pinned judge prompt, parsed strictly. Faults never crash an evaluation and never
 
     endpoint fault (429, 5xx, timeout, connect)  -> bounded retries with backoff, then Verdict(None, "error", kind)
     reply without a readable judgement           -> asked again, `parse_attempts` calls in all, then "bad_judgement"
+    (a 2xx body that is not a completion counts as an unreadable reply)
     other refusals (400, 404, ...)               -> Verdict(None, "error", "http_<status>") at once
     401 / 403                                    -> JudgeAuthError: a user mistake that stops the run
+
+Every call goes through `web.chat.complete`, so no message carries the key.
 
 Verdicts the judge reached are cached (errors are not), keyed by model, prompt hash, question, golds and the
 normalised prediction, so a re-run of an evaluation asks nothing twice.
@@ -19,7 +22,6 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-import os
 import random
 import re
 from collections.abc import Sequence
@@ -28,11 +30,12 @@ from typing import Any, Literal
 
 import openai
 
+from researchrl.errors import UserError
 from researchrl.prompts import JUDGE_PROMPT
 from researchrl.reward.answer import em, normalize, split_golds
 from researchrl.web.cache import Store, cache_key
-from researchrl.web.openai_errors import retryable
-from researchrl.web.retry import RetryableError, RetryPolicy, with_retries
+from researchrl.web.chat import ChatError, complete, openai_client
+from researchrl.web.retry import RetryPolicy
 
 JUDGE_PROMPT_SHA = hashlib.sha256(JUDGE_PROMPT.encode()).hexdigest()
 JUDGE_SYSTEM = "You are a helpful assistant."
@@ -61,16 +64,8 @@ class Verdict:
         return {"mbe": self.score, "judge": dataclasses.asdict(self)}
 
 
-class JudgeAuthError(Exception):
+class JudgeAuthError(UserError):
     """The judge endpoint refused our credentials (401/403): fix the key or endpoint, retrying cannot help."""
-
-
-class _Refused(Exception):
-    """A non-retryable HTTP refusal other than auth; becomes an error verdict."""
-
-    def __init__(self, kind: str):
-        super().__init__(kind)
-        self.kind = kind
 
 
 def render_judge_prompt(question: str, golds: str | Sequence[str], pred: str) -> str:
@@ -104,8 +99,8 @@ class Judge:
     """The paper's MBE judge (official: gpt-4o-mini at temperature 0.7) on any OpenAI-compatible endpoint.
 
     Temperature defaults to 0 so a verdict is reproducible and worth caching. The API key comes from the
-    environment variable `api_key_env` (a placeholder when unset, for local servers); errors carry only the
-    failure kind and HTTP status, never provider text. `concurrency` bounds requests in flight.
+    environment variable `api_key_env` (a placeholder when unset, for local servers); an auth error names the
+    status, the variable and the provider's text with the key redacted. `concurrency` bounds requests in flight.
     """
 
     base_url: str
@@ -124,12 +119,7 @@ class Judge:
     def __post_init__(self) -> None:
         if self.parse_attempts < 1 or self.concurrency < 1 or self.retry.attempts < 1:
             raise ValueError("Judge needs parse_attempts, concurrency and retry.attempts >= 1")
-        self._client = openai.AsyncOpenAI(
-            base_url=self.base_url,
-            api_key=os.environ.get(self.api_key_env) or "EMPTY",
-            timeout=self.timeout,
-            max_retries=0,
-        )
+        self._client = openai_client(self.base_url, self.api_key_env, self.timeout)
         self._slots = asyncio.Semaphore(self.concurrency)
 
     def info(self) -> dict[str, Any]:
@@ -153,10 +143,9 @@ class Judge:
             return Verdict(cached["correct"], "cache", cached["rationale"])
         prompt = render_judge_prompt(question, golds, pred)
         for _ in range(self.parse_attempts):
-            try:
-                reply = await with_retries(lambda: self._complete(prompt), self.retry, self._rng)
-            except (RetryableError, _Refused) as err:
-                return Verdict(None, "error", error=err.kind)
+            reply = await self._complete(prompt)
+            if isinstance(reply, Verdict):
+                return reply
             parsed = parse_judgement(reply)
             if parsed is not None:
                 correct, rationale = parsed
@@ -170,41 +159,17 @@ class Judge:
         """Close the HTTP client (the store belongs to the caller)."""
         await self._client.close()
 
-    async def _complete(self, prompt: str) -> str:
-        """One chat completion's text ("" when the reply carries none), within one slot and one deadline.
-
-        Failures are raised outside the `except` blocks so the provider's exception (whose text may echo
-        request details) is not even chained as context.
-        """
-        failure: Exception
+    async def _complete(self, prompt: str) -> str | Verdict:
+        """One chat completion's text within one slot ("" for a body that is not a completion), or an error verdict."""
+        messages = [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}]
         async with self._slots:
             try:
-                completion = await asyncio.wait_for(
-                    self._client.chat.completions.create(
-                        model=self.model,
-                        messages=[{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}],
-                        temperature=self.temperature,
-                    ),
-                    self.timeout,
+                return await complete(
+                    self._client, self.model, messages, temperature=self.temperature, timeout=self.timeout,
+                    retry=self.retry, rng=self._rng,
                 )
-            except asyncio.TimeoutError:
-                failure = RetryableError("judge request passed its deadline", "timeout")
-            except openai.APIError as err:
-                failure = self._classify(err)
-            else:
-                choices = getattr(completion, "choices", None) or []
-                return (choices[0].message.content or "") if choices else ""
-        if isinstance(failure, _Refused) and failure.kind == "bad_response":
-            return ""  # a 200 whose body is not a completion: counted as an unreadable judgement
-        raise failure
-
-    def _classify(self, err: openai.APIError) -> Exception:
-        """Our error for a client error: retryable, auth (raised to the user), or a refusal."""
-        again = retryable(err, "judge")
-        if again is not None:
-            return again
-        status = getattr(err, "status_code", 0)
-        if status in (401, 403):
-            message = f"the judge endpoint refused the credentials (HTTP {status}); check ${self.api_key_env}"
-            return JudgeAuthError(message)
-        return _Refused(f"http_{status}" if status >= 400 else "bad_response")
+            except ChatError as err:
+                failure = err
+        if failure.kind == "auth":
+            raise JudgeAuthError(f"the judge endpoint refused the credentials ({failure}); check ${self.api_key_env}")
+        return "" if failure.kind == "bad_response" else Verdict(None, "error", error=failure.kind)

@@ -219,13 +219,16 @@ def reference_for(rows: Iterable[TableRow]) -> list[ReferenceRow]:
     return [ref for source in wanted if source for ref in PAPER_REFERENCE if ref.source == source]
 
 
-def write_tables(out_dir: Path, rows: list[TableRow], k: int, judge_info: dict[str, Any] | None) -> None:
-    """tables.json (machine-readable) and tables.md (for people) in `out_dir`."""
+def write_tables(
+    out_dir: Path, rows: list[TableRow], k: int, judge_info: dict[str, Any] | None, provenance: dict[str, Any] | None = None
+) -> None:
+    """tables.json (machine-readable) and tables.md (for people) in `out_dir`; `provenance`: the run evaluated and what was overridden."""
     out_dir.mkdir(parents=True, exist_ok=True)
     reference = reference_for(rows)
     payload = {
         "k": k,
         "judge": judge_info or None,
+        **({"evaluated": provenance} if provenance else {}),
         "rows": [row.as_dict() for row in rows],
         "reference": [ref.as_dict() for ref in reference],
     }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+from researchrl.config import RUNTIME
 
 FinishReason = Literal["eos", "stop", "length"]
 
@@ -12,11 +14,11 @@ FinishReason = Literal["eos", "stop", "length"]
 class Sampling:
     """Decoding settings for one turn; defaults are the paper's training settings (T=1, top-p 1, 2000 tokens a turn)."""
 
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 2000
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
+    temperature: float = 1.0  # paper: 1.0 for rollouts; evaluation is greedy (0)
+    top_p: float = 1.0  # nucleus sampling (paper: 1.0)
+    max_new_tokens: int = 2000  # tokens per policy turn (paper: 2000)
+    stop: tuple[str, ...] = field(default=(), metadata=RUNTIME)  # set per turn by the protocol
+    seed: int | None = field(default=None, metadata=RUNTIME)  # set per turn from (run seed, question, sample, turn)
 
 
 @dataclass(frozen=True)

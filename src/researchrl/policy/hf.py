@@ -8,11 +8,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from researchrl.errors import MissingDependency
 from researchrl.policy.base import Context, Sample, Sampling
 from researchrl.policy.tokenizers import HFChatTokenizer
 
 MIN_PREFIX = 32  # shorter shared prefixes are not worth a cache
-TRAIN_HINT = "the local model needs the [train] extra: pip install torch==2.13.0 && pip install -e '.[train]'"
+TRAIN_INSTALL = "a local model needs the [train] extra: pip install torch==2.13.0 && pip install -e '.[train]'"
 
 
 def default_threads() -> int:
@@ -74,7 +75,7 @@ class HFPolicy:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as err:
-            raise RuntimeError(TRAIN_HINT) from err
+            raise MissingDependency("torch/transformers", "train", TRAIN_INSTALL) from err
         from researchrl.policy.embedded import from_pretrained
 
         torch.set_num_threads(threads or default_threads())

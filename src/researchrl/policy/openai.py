@@ -7,16 +7,22 @@ the conversation as messages; ids are then UTF-8 bytes of the text (fine for ask
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+import openai
+
+from researchrl.errors import UserError
 from researchrl.policy.base import ChatTokenizer, Context, Sample, Sampling
 from researchrl.policy.tokenizers import ByteChatTokenizer, HFChatTokenizer
-from researchrl.web.retry import RetryableError, RetryPolicy, retry_after_seconds, with_retries
+from researchrl.web.chat import api_failure, openai_client, secrets_of
+from researchrl.web.retry import RetryableError, RetryPolicy, with_retries
 
 
-class PolicyUnavailable(RuntimeError):
-    """The policy endpoint cannot be used (unreachable, auth, bad model): the run stops with this one line."""
+class PolicyUnavailable(UserError):
+    """The policy endpoint cannot be used (unreachable, auth, bad model): the run stops with this one line.
+
+    Its text names the status and the provider's message with the key, and anything shaped like one, redacted.
+    """
 
 
 class OpenAIPolicy:
@@ -31,13 +37,9 @@ class OpenAIPolicy:
         timeout: float = 120.0,
         retry: RetryPolicy = RetryPolicy(),
     ):
-        from openai import AsyncOpenAI
-
         self.model = model
         self.retry = retry
-        self.client = AsyncOpenAI(
-            base_url=base_url, api_key=os.environ.get(api_key_env) or "EMPTY", max_retries=0, timeout=timeout
-        )
+        self.client = openai_client(base_url, api_key_env, timeout)
         self.tokenizer: ChatTokenizer
         if isinstance(tokenizer, str):
             from transformers import AutoTokenizer
@@ -56,9 +58,21 @@ class OpenAIPolicy:
         """One turn, retried with backoff on 429/5xx/timeouts; a dead endpoint raises PolicyUnavailable."""
         call = self._complete if self.mode == "completions" else self._chat
         try:
-            return await with_retries(lambda: _mapped(call(context, sampling)), self.retry)
+            return await with_retries(lambda: self._mapped(call(context, sampling)), self.retry)
         except RetryableError as err:
-            raise PolicyUnavailable(f"policy endpoint failed after {self.retry.attempts} tries: {err}") from None
+            failure = PolicyUnavailable(f"policy endpoint failed after {self.retry.attempts} tries: {err}")
+        raise failure  # outside `except`: the client's exception is not even context
+
+    async def _mapped(self, call: Any) -> Sample:
+        """The turn, or the client's error as a retryable one or PolicyUnavailable, its provider text redacted."""
+        failure: Exception
+        try:
+            return await call
+        except openai.APIError as err:
+            failure = api_failure(err, secrets_of(self.client))
+        if not isinstance(failure, RetryableError):
+            failure = PolicyUnavailable(f"policy endpoint answered {failure}")
+        raise failure
 
     async def _chat(self, context: Context, sampling: Sampling) -> Sample:
         """Chat mode: messages in, text out; a prefill the server echoes is not doubled."""
@@ -126,22 +140,3 @@ def _token_ids(choice: Any) -> list[int] | None:
     if not tokens or not all(isinstance(t, str) and t.startswith("token_id:") for t in tokens):
         return None
     return [int(t.split(":", 1)[1]) for t in tokens]
-
-
-async def _mapped(call: Any) -> Sample:
-    """Turn the openai client's exceptions into retryable ones or a PolicyUnavailable."""
-    import openai
-
-    try:
-        return await call
-    except openai.RateLimitError as err:
-        retry_after = retry_after_seconds(err.response.headers.get("retry-after"))
-        raise RetryableError(str(err), "http_429", retry_after) from None
-    except openai.InternalServerError as err:
-        raise RetryableError(str(err), f"http_{err.status_code}") from None
-    except openai.APITimeoutError:
-        raise RetryableError("request timed out", "timeout") from None
-    except openai.APIConnectionError as err:
-        raise RetryableError(f"cannot connect: {err}", "connect") from None
-    except openai.APIStatusError as err:
-        raise PolicyUnavailable(f"policy endpoint answered HTTP {err.status_code}: {err.message}") from None

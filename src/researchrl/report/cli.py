@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from researchrl.options import fail
+from researchrl.options import exit_on_known
 from researchrl.report.html import MAX_TRAJECTORIES, write_report
 
 
@@ -20,12 +20,8 @@ def report(
     max_trajectories: int = typer.Option(MAX_TRAJECTORIES, min=1, help="Most trajectories on the page, spread evenly over the files."),
 ) -> None:
     """Write one self-contained HTML page of a run: config, training curves, eval tables, browsable trajectories."""
-    if not run_dir.is_dir():
-        raise fail(f"{run_dir} is not a directory")
-    try:
+    with exit_on_known():
         path = write_report(run_dir, out, max_trajectories)
-    except (ValueError, OSError) as err:
-        raise fail(str(err)) from None
     Console().print(f"report: {path}")
     if open_browser:
         webbrowser.open(path.resolve().as_uri())

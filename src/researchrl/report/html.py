@@ -14,6 +14,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from researchrl.errors import UserError
 from researchrl.report.charts import line_chart, training_series
 from researchrl.report.style import PAGE_CSS, PAGE_JS
 
@@ -26,6 +27,10 @@ KEY_SETTINGS = ("preset", "model", "group_size", "questions_per_step", "max_step
 _SECRET_KEY = re.compile(r"(^|_)(api_key|secret|password|token)$", re.IGNORECASE)
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
 _STARTED = re.compile(r"(\d{8}-\d{6})")
+
+
+class RunDirError(UserError):
+    """A run directory the page cannot be made of: not a directory, no run files, a file that is not valid JSON."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ class RunFiles:
 
 
 def build_report(run_dir: Path, max_trajectories: int = MAX_TRAJECTORIES) -> str:
-    """The whole page as one string; ValueError when `run_dir` holds none of a run's files."""
+    """The whole page as one string; RunDirError when `run_dir` holds none of a run's files or a malformed one."""
     run = read_run(Path(run_dir))
     shown = _spread(run.trajectory_files, max_trajectories)
     body = [_header(run), _curves(run), _evaluation(run), _trajectories(run, shown, max_trajectories)]
@@ -73,11 +78,14 @@ def build_report(run_dir: Path, max_trajectories: int = MAX_TRAJECTORIES) -> str
 
 
 def write_report(run_dir: Path, out: Path | None = None, max_trajectories: int = MAX_TRAJECTORIES) -> Path:
-    """Write the page (default `<run_dir>/report.html`) and return where it went."""
+    """Write the page (default `<run_dir>/report.html`) and return where it went; RunDirError when it cannot be."""
     target = Path(out) if out is not None else Path(run_dir) / "report.html"
     text = build_report(Path(run_dir), max_trajectories)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as err:  # a read-only directory, a full disk, a file where a directory should be
+        raise RunDirError(f"cannot write {target}: {err.strerror or err}") from None
     return target
 
 
@@ -86,20 +94,20 @@ def write_report(run_dir: Path, out: Path | None = None, max_trajectories: int =
 def read_run(run_dir: Path) -> RunFiles:
     """Read config, metrics, eval summaries and find every trajectory file and eval directory under `run_dir`."""
     if not run_dir.is_dir():
-        raise ValueError(f"{run_dir} is not a directory")
+        raise RunDirError(f"{run_dir} is not a directory")
     eval_dirs = sorted({p.parent for name in ("tables.json", "records.jsonl") for p in run_dir.rglob(name)})
     phase_files = sorted(run_dir.glob("eval_*.jsonl"), key=lambda p: _phase_rank(p.stem.removeprefix("eval_")))
     found = [p for p in (run_dir / "config.json", run_dir / "metrics.jsonl", run_dir / "eval.json",
                          run_dir / "trajectories.jsonl") if p.exists()]
     if not found and not phase_files and not eval_dirs:
-        raise ValueError(f"{run_dir} is not a run directory: no config.json, metrics.jsonl, eval.json, "
+        raise RunDirError(f"{run_dir} is not a run directory: no config.json, metrics.jsonl, eval.json, "
                          "trajectories.jsonl, eval_*.jsonl or tables.json/records.jsonl found")
     files = [(run_dir / "trajectories.jsonl", "training")]
     files += [(p, f"eval {p.stem.removeprefix('eval_')}") for p in phase_files]
     files += [(d / "records.jsonl", _relative(d / "records.jsonl", run_dir)) for d in eval_dirs]
     phases = _read_json(run_dir / "eval.json", {})
     if not all(isinstance(summary, dict) for summary in phases.values()):
-        raise ValueError(f"{run_dir / 'eval.json'} should map each phase to a summary object")
+        raise RunDirError(f"{run_dir / 'eval.json'} should map each phase to a summary object")
     return RunFiles(
         dir=run_dir.resolve(),
         config=_read_json(run_dir / "config.json", {}),
@@ -124,21 +132,21 @@ def read_jsonl(path: Path, keep: set[int] | None = None) -> list[dict[str, Any]]
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
                     if line.endswith("\n"):
-                        raise ValueError(f"{path}:{number} is not valid JSON: {err}") from None
+                        raise RunDirError(f"{path}:{number} is not valid JSON: {err}") from None
             index += 1
     return rows
 
 
 def _read_json(path: Path, default: dict[str, Any]) -> dict[str, Any]:
-    """A JSON object file, or `default` when absent; a malformed one is a ValueError naming the file."""
+    """A JSON object file, or `default` when absent; a malformed one is a RunDirError naming the file."""
     if not path.exists():
         return default
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+        raise RunDirError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{path} should hold a JSON object")
+        raise RunDirError(f"{path} should hold a JSON object")
     return value
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from researchrl.errors import ConfigError
 from researchrl.rl.config import TrainConfig
 from researchrl.rl.rewards import REWARD_FUNCS, REWARD_WEIGHTS
 from researchrl.rl.rollout import Rollout
@@ -23,7 +24,7 @@ def grpo_args(cfg: TrainConfig, out_dir: Path) -> Any:
 
     rollouts = cfg.group_size * cfg.questions_per_step
     if rollouts % cfg.micro_batch:
-        raise ValueError(f"group_size x questions_per_step ({rollouts}) must be a multiple of micro_batch ({cfg.micro_batch})")
+        raise ConfigError(f"group_size x questions_per_step ({rollouts}) must be a multiple of micro_batch ({cfg.micro_batch})")
     accumulation = rollouts // cfg.micro_batch
     return GRPOConfig(
         output_dir=str(out_dir),
@@ -39,7 +40,7 @@ def grpo_args(cfg: TrainConfig, out_dir: Path) -> Any:
         max_grad_norm=1.0,
         beta=cfg.beta,
         epsilon=cfg.epsilon,
-        temperature=cfg.temperature,
+        temperature=cfg.agent.sampling.temperature,
         loss_type=cfg.loss_type,
         scale_rewards="group",
         reward_weights=REWARD_WEIGHTS,
@@ -47,8 +48,8 @@ def grpo_args(cfg: TrainConfig, out_dir: Path) -> Any:
         save_strategy="steps",
         save_steps=cfg.save_steps,
         report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
-        seed=cfg.seed,
-        data_seed=cfg.seed,
+        seed=cfg.agent.seed,
+        data_seed=cfg.agent.seed,
         gradient_checkpointing=cfg.gradient_checkpointing,
         bf16=cfg.bf16,
         use_cpu=not torch.cuda.is_available(),
@@ -132,7 +133,7 @@ def run_grpo(
         raise BudgetStop(
             f"run budget ${ledger.run_budget} reached at step {log.budget_stop_step} (spent ${ledger.run_cost:.4f}); "
             f"checkpoint saved in {out_dir}/checkpoint-{log.budget_stop_step}. To go on, resume with a larger cap: "
-            f"researchrl train --resume {metrics.parent} --set run_budget_usd=<more>"
+            f"researchrl train --resume {metrics.parent} --set env.run_budget_usd=<more>"
         )
     final = out_dir / "model"
     trainer.save_model(str(final))

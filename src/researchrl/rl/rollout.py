@@ -18,6 +18,7 @@ from typing import Any
 
 from researchrl.agent.loop import AgentConfig
 from researchrl.environment import RunningEnvironment
+from researchrl.errors import ConfigError
 from researchrl.policy.base import Policy
 from researchrl.records import write_records
 from researchrl.types import Question, Trajectory
@@ -58,7 +59,7 @@ def vllm_policy(args: Any, tokenizer: Any) -> Policy:
     from researchrl.policy.openai import OpenAIPolicy
 
     if not args.vllm_server_base_url:
-        raise ValueError("use_vllm needs vllm_server_base_url (the `trl vllm-serve` address)")
+        raise ConfigError("use_vllm needs vllm_server_base_url (the `trl vllm-serve` address)")
     return OpenAIPolicy(f"{args.vllm_server_base_url.rstrip('/')}/v1", tokenizer.name_or_path, tokenizer=tokenizer)
 
 

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from researchrl.errors import UserError
 from researchrl.types import Trajectory
 
 
@@ -39,7 +40,7 @@ def read_rows(path: Path) -> list[dict[str, list[int]]]:
             if not isinstance(row.get("input_ids"), list) or len(row.get("labels", [])) != len(row["input_ids"]):
                 raise ValueError("needs input_ids and labels of equal length")
         except (ValueError, AttributeError) as err:
-            raise ValueError(f"{path}:{n}: {err}") from None
+            raise UserError(f"{path}:{n}: {err}") from None
         rows.append(row)
     return rows
 
@@ -61,7 +62,7 @@ def warm_up(
     from trl import SFTConfig, SFTTrainer
 
     if not rows:
-        raise ValueError("the warm-up has no demonstrations (the expert found no grounded answers)")
+        raise UserError("the warm-up has no demonstrations (the expert found no grounded answers)")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     args = SFTConfig(

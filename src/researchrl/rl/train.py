@@ -1,6 +1,6 @@
 """`researchrl train`: evaluate the base model, warm it up on expert trajectories, train with GRPO, evaluate again.
 
-A run directory holds everything: config.json (resolved), sft/ (warm-up data and model), grpo/ (TRL checkpoints,
+A run directory holds everything: config.toml (resolved; `--resume` and `eval --run` reload it), sft/ (warm-up data and model), grpo/ (TRL checkpoints,
 final model), trajectories.jsonl (every GRPO rollout), metrics.jsonl (every step), eval.json (held-out results
 before / after the warm-up / after GRPO), eval_<phase>.jsonl (held-out trajectories), curves.png. A run stopped
 at any point resumes with `--resume RUN_DIR`: finished phases are skipped, GRPO continues from its last checkpoint.
@@ -8,17 +8,17 @@ at any point resumes with `--resume RUN_DIR`: finished phases are skipped, GRPO 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from researchrl.agent.loop import AgentConfig
 from researchrl.data.load import load_questions
 from researchrl.environment import EnvConfig, RunningEnvironment
+from researchrl.errors import ConfigError, UserError
 from researchrl.eval.runner import evaluate
-from researchrl.policy.base import Sampling
 from researchrl.records import write_records
 from researchrl.rl.config import TrainConfig
 from researchrl.types import Question
@@ -26,47 +26,19 @@ from researchrl.types import Question
 PHASES = ("before", "after_sft", "after")
 
 
-class BudgetStop(Exception):
+class BudgetStop(UserError):
     """The run's spend cap was reached: the last step finished and was checkpointed; resuming needs a larger cap."""
 
 
 def env_config(cfg: TrainConfig, run_dir: Path | None = None) -> EnvConfig:
-    """The configured web (the sandbox by default) with the preset's result count and snippet length.
-
-    With `run_dir`, spend is counted on from the run's ledger.json, so a resumed run keeps its budget.
-    """
-    return EnvConfig(
-        ledger_path=None if run_dir is None else run_dir / "ledger.json",
-        search=cfg.search,  # type: ignore[arg-type]
-        top_k=cfg.top_k,
-        snippet_chars=cfg.snippet_chars,
-        web=cfg.web,  # type: ignore[arg-type]
-        cache=cfg.cache,
-        search_qps=cfg.search_qps,
-        step_budget_usd=cfg.step_budget_usd,
-        run_budget_usd=cfg.run_budget_usd,
-        executor=cfg.executor,  # type: ignore[arg-type]
-        ray_address=cfg.ray_address,
-        ray_workers=cfg.ray_workers,
-    )
-
-
-def agent_config(cfg: TrainConfig, greedy: bool) -> AgentConfig:
-    """Episode budgets of the preset; greedy for evaluation, the preset's temperature for rollouts."""
-    sampling = Sampling(temperature=0.0 if greedy else cfg.temperature, max_new_tokens=cfg.max_new_tokens)
-    return AgentConfig(
-        max_turns=cfg.max_turns,
-        max_context_tokens=cfg.max_context_tokens,
-        max_observation_chars=cfg.max_observation_chars,
-        sampling=sampling,
-        seed=cfg.seed,
-    )
+    """The run's environment; with `run_dir`, spend is counted on from the run's ledger.json (a resumed run keeps its budget)."""
+    return cfg.env if run_dir is None else dataclasses.replace(cfg.env, ledger_path=run_dir / "ledger.json")
 
 
 def split(questions: list[Question], heldout: int) -> tuple[list[Question], list[Question]]:
     """The last `heldout` questions are for evaluation only."""
     if heldout >= len(questions):
-        raise ValueError(f"heldout={heldout} leaves no training questions out of {len(questions)}")
+        raise ConfigError(f"heldout={heldout} leaves no training questions out of {len(questions)}")
     return (questions[:-heldout], questions[-heldout:]) if heldout else (questions, [])
 
 
@@ -84,7 +56,7 @@ class Run:
         self.dir = run_dir
         self.say = say
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "config.json").write_text(cfg.to_json())
+        (self.dir / "config.toml").write_text(cfg.to_toml())
         self.results: dict[str, Any] = json.loads(self.eval_path.read_text()) if self.eval_path.exists() else {}
 
     @property
@@ -101,7 +73,7 @@ class Run:
         started = time.perf_counter()
         policy = HFPolicy.load(model_path, threads=self.cfg.threads, max_batch=len(questions))
         try:
-            summary, trajectories = evaluate(policy, questions, env, agent_config(self.cfg, greedy=True))
+            summary, trajectories = evaluate(policy, questions, env, self.cfg.greedy_agent())
         finally:
             env.loop.run(policy.aclose())
         write_records(self.dir / f"eval_{phase}.jsonl", trajectories, append=False, phase=phase)
@@ -127,13 +99,13 @@ class Run:
             rows = read_rows(data)
         else:
             tokenizer = HFChatTokenizer(AutoTokenizer.from_pretrained(base))
-            demos = demonstrations(questions, tokenizer, env, agent_config(self.cfg, greedy=True), self.cfg.sft_examples)
+            demos = demonstrations(questions, tokenizer, env, self.cfg.greedy_agent(), self.cfg.sft_examples)
             rows = sft_rows(demos)
             write_rows(rows, data)
         self.say(f"warm-up: {len(rows)} expert trajectories, {sum(len(r['input_ids']) for r in rows)} tokens")
         started = time.perf_counter()
         model, history = warm_up(base, rows, out, self.cfg.sft_epochs, self.cfg.sft_learning_rate,
-                                 micro_batch=self.cfg.micro_batch, seed=self.cfg.seed,
+                                 micro_batch=self.cfg.micro_batch, seed=self.cfg.agent.seed,
                                  gradient_checkpointing=self.cfg.gradient_checkpointing)
         (out / "log_history.json").write_text(json.dumps(history, indent=1))
         self.say(f"warm-up done in {time.perf_counter() - started:.0f} s")
@@ -144,7 +116,7 @@ class Run:
         from researchrl.policy.embedded import resolve_model_path
 
         train_qs, _ = split(load_questions(self.cfg.questions), self.cfg.heldout)
-        env = RunningEnvironment(env_config(self.cfg), "deepresearcher")
+        env = RunningEnvironment(env_config(self.cfg), self.cfg.agent.protocol)
         try:
             return self.warm_up(resolve_model_path(model), train_qs, env)
         finally:
@@ -158,7 +130,7 @@ class Run:
         out = self.dir / "grpo"
         if (out / "model" / "config.json").exists():
             return out / "model"
-        rollout = Rollout(questions, env, agent_config(self.cfg, greedy=False), log_path=self.dir / "trajectories.jsonl")
+        rollout = Rollout(questions, env, self.cfg.agent, log_path=self.dir / "trajectories.jsonl")
         return run_grpo(str(start), questions, rollout, self.cfg, out, self.dir / "metrics.jsonl", resume=last_checkpoint(out))
 
 
@@ -171,7 +143,7 @@ def train(cfg: TrainConfig, run_dir: Path, say: Callable[[str], None] = print) -
     train_qs, held = split(load_questions(cfg.questions), cfg.heldout)
     held = held[: cfg.eval_questions]
     base = resolve_model_path(cfg.model)
-    env = RunningEnvironment(env_config(cfg, run_dir), "deepresearcher")
+    env = RunningEnvironment(env_config(cfg, run_dir), cfg.agent.protocol)
     try:
         run.evaluate("before", base, held, env)
         warmed = run.warm_up(base, train_qs, env) if cfg.warmup else Path(base)

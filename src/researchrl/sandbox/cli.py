@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from researchrl.options import exit_on_known
 from researchrl.sandbox.config import SandboxConfig
 from researchrl.sandbox.faults import FAULT_KINDS, TARGETS, FaultConfig, Target
 from researchrl.sandbox.reader_api import READER_MODEL
@@ -93,7 +94,7 @@ def serve(
     if passages is not None:
         config = replace(config, passages=passages)
     console = Console()
-    with console.status("Indexing passages and starting the server..."):
+    with exit_on_known(), console.status("Indexing passages and starting the server..."):
         server = SandboxServer(config).start()
     console.print(f"[bold green]Sandbox web[/] at [link]{server.url}[/link]  (passages: {config.passages})")
     console.print(f"  search API (Serper format): POST {server.url}/search  {{\"q\": ..., \"num\": 10}}")

@@ -12,6 +12,7 @@ import time
 
 import uvicorn
 
+from researchrl.errors import UserError
 from researchrl.sandbox.app import create_app
 from researchrl.sandbox.config import SandboxConfig
 from researchrl.sandbox.faults import FaultCounters
@@ -70,7 +71,12 @@ class SandboxServer:
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say so (else Nagle adds 40 ms a response).
         self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((self.host, self.config.port))
+        try:
+            self._socket.bind((self.host, self.config.port))
+        except OSError as err:  # the port is taken, or the host is not an address of this machine
+            self._socket.close()
+            self._socket = None
+            raise UserError(f"cannot listen on {self.host}:{self.config.port}: {err.strerror or err}") from None
         self.port = self._socket.getsockname()[1]
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off", http="h11", ws="none",

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from researchrl.errors import EnvironmentFault
 from researchrl.types import SearchResult
 
 
-class SearchError(Exception):
+class SearchError(EnvironmentFault):
     """A search failed for an environment reason (`kind`: http_429, http_500, timeout, auth, bad_response, ...)."""
 
     def __init__(self, provider: str, kind: str, message: str):
-        super().__init__(f"{provider}: {kind}: {message}")
+        super().__init__(kind, f"{provider}: {kind}: {message}")
         self.provider = provider
-        self.kind = kind
 
 
 class MissingCredentials(SearchError):

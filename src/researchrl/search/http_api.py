@@ -1,6 +1,7 @@
 """The HTTP seam the hosted search APIs share: credentials from env, strict timeouts, error mapping, bounded retries.
 
-Every failure reaches the caller as a SearchError whose `kind` says why (the API key never in its text):
+Every failure reaches the caller as a SearchError whose `kind` says why; its text never holds the key, nor anything
+shaped like one (redacted before a body is cut to an excerpt, web/redact.py):
 
     missing_credentials   the key or endpoint env var is unset (MissingCredentials, raised by the constructor)
     auth                  HTTP 401/403; not retried
@@ -23,9 +24,9 @@ import httpx
 
 from researchrl.search.base import MissingCredentials, SearchError
 from researchrl.types import SearchResult
+from researchrl.web.redact import excerpt, redact
 from researchrl.web.retry import RetryableError, RetryPolicy, retry_after_seconds, with_retries
 
-_EXCERPT_CHARS = 200
 MAX_IN_FLIGHT = 100  # requests in flight per client (httpx's default pool size); more callers queue fairly
 
 
@@ -105,28 +106,23 @@ class HttpSearchApi:
         status = response.status_code
         if status == 429 or status >= 500:
             retry_after = retry_after_seconds(response.headers.get("retry-after"))
-            raise RetryableError(self._redact(f"HTTP {status}: {_excerpt(response)}"), f"http_{status}", retry_after)
+            raise RetryableError(f"HTTP {status}: {self._excerpt(response)}", f"http_{status}", retry_after)
         if status in (401, 403):
-            message = f"HTTP {status}: {_excerpt(response)}{self.auth_hint}"
-            raise SearchError(self.name, "auth", self._redact(message))
+            raise SearchError(self.name, "auth", f"HTTP {status}: {self._excerpt(response)}{self.auth_hint}")
         if not 200 <= status < 300:
-            raise SearchError(self.name, f"http_{status}", self._redact(f"HTTP {status}: {_excerpt(response)}"))
+            raise SearchError(self.name, f"http_{status}", f"HTTP {status}: {self._excerpt(response)}")
         try:
             return response.json()
         except ValueError:
-            raise SearchError(self.name, "bad_response", self._redact(f"body is not JSON: {_excerpt(response)}")) from None
+            raise SearchError(self.name, "bad_response", f"body is not JSON: {self._excerpt(response)}") from None
 
     def _redact(self, text: str) -> str:
         """Servers and sockets may echo what they were sent; the key must not survive into a message."""
-        return text.replace(self._secret, "[redacted]") if self._secret else text
+        return redact(text, (self._secret,))
 
-
-def _excerpt(response: httpx.Response) -> str:
-    """The start of a response body on one line, enough to say what went wrong."""
-    text = " ".join(response.text.split())
-    if not text:
-        return "(empty body)"
-    return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "…"
+    def _excerpt(self, response: httpx.Response) -> str:
+        """The start of a response body on one line, redacted before it is cut."""
+        return excerpt(response.text, (self._secret,))
 
 
 def extract_results(

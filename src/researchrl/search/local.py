@@ -10,7 +10,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
-from researchrl.data.rows import jsonl_rows, parquet_rows, read_parquet
+from researchrl.data.rows import InputError, jsonl_rows, parquet_rows, read_parquet
 from researchrl.types import Page, SearchResult
 from researchrl.web.errors import FetchError
 
@@ -32,18 +32,18 @@ class Document:
 def _document(record: object, where: str) -> Document:
     """Check one raw record and build its Document; `where` names the file and line/row for the error."""
     if not isinstance(record, Mapping):
-        raise ValueError(f"{where}: expected an object with id, title, text; got {type(record).__name__}")
+        raise InputError(f"{where}: expected an object with id, title, text; got {type(record).__name__}")
     missing = [key for key in ("id", "title", "text") if record.get(key) is None]
     if missing:
-        raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
+        raise InputError(f"{where}: missing field(s) {', '.join(missing)}")
     doc_id, title, text, url = record["id"], record["title"], record["text"], record.get("url")
     if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool) or str(doc_id) == "":
-        raise ValueError(f"{where}: id must be a non-empty string or an integer, got {doc_id!r}")
+        raise InputError(f"{where}: id must be a non-empty string or an integer, got {doc_id!r}")
     for key, value in (("title", title), ("text", text)):
         if not isinstance(value, str):
-            raise ValueError(f"{where}: {key} must be a string, got {type(value).__name__}")
+            raise InputError(f"{where}: {key} must be a string, got {type(value).__name__}")
     if url is not None and not isinstance(url, str):
-        raise ValueError(f"{where}: url must be a string, got {type(url).__name__}")
+        raise InputError(f"{where}: url must be a string, got {type(url).__name__}")
     return Document(str(doc_id), title, text, url or None)
 
 
@@ -68,7 +68,7 @@ class Corpus:
             return cls.from_parquet(path)
         if path.suffix in (".jsonl", ".json", ".ndjson"):
             return cls.from_jsonl(path)
-        raise ValueError(f"{path}: unknown corpus format (expected .jsonl or .parquet)")
+        raise InputError(f"{path}: unknown corpus format (expected .jsonl or .parquet)")
 
     @classmethod
     def from_jsonl(cls, path: str | Path) -> Corpus:
@@ -83,7 +83,7 @@ class Corpus:
         table = read_parquet(path)
         missing = [col for col in ("id", "title", "text") if col not in table.column_names]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+            raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
         table = table.select([c for c in ("id", "title", "text", "url") if c in table.column_names])
         return cls._checked([_document(row, where) for where, row in parquet_rows(path, table)], path)
 
@@ -93,7 +93,7 @@ class Corpus:
         try:
             return cls(documents)
         except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+            raise InputError(f"{path}: {exc}") from exc
 
     def __len__(self) -> int:
         return len(self.documents)

@@ -8,10 +8,8 @@ An endpoint that keeps failing raises ReaderError (an environment fault the brow
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
-import os
 import random
 import re
 import unicodedata
@@ -22,9 +20,10 @@ from urllib.parse import urlsplit
 
 import openai
 
+from researchrl.errors import EnvironmentFault
 from researchrl.prompts import READER_PROMPT
-from researchrl.web.openai_errors import retryable
-from researchrl.web.retry import RetryableError, RetryPolicy, with_retries
+from researchrl.web.chat import ChatError, complete, openai_client
+from researchrl.web.retry import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -48,12 +47,11 @@ class ReadResult:
     page_down: bool
 
 
-class ReaderError(Exception):
-    """The reader could not read for an environment reason (`kind`: timeout, connect, http_429, http_500, ...)."""
+class ReaderError(EnvironmentFault):
+    """The reader could not read for an environment reason (`kind`: timeout, connect, auth, http_429, http_500, ...)."""
 
     def __init__(self, kind: str, message: str):
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
+        super().__init__(kind, f"{kind}: {message}")
 
 
 class Reader(Protocol):
@@ -184,26 +182,22 @@ class LLMReader:
     """The paper's reading agent (official: qwen-plus, temperature 0.6) on any OpenAI-compatible endpoint.
 
     The API key is read from the environment variable `api_key_env` (a placeholder when unset, for local
-    servers without auth); error messages carry only the failure kind and HTTP status, never provider text.
+    servers without auth); error messages carry the failure kind, the status and the provider's text with
+    the key redacted (web/chat.py).
     """
 
     base_url: str
     model: str
     api_key_env: str = "READER_API_KEY"
     temperature: float = 0.6  # official reading agent temperature
-    timeout: float = 60.0  # seconds per request
+    timeout: float = 60.0  # seconds per network operation; a whole request gets twice that
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_tokens: int | None = None  # official: no limit
     _client: openai.AsyncOpenAI = field(init=False, repr=False)
     _rng: random.Random = field(init=False, repr=False, default_factory=random.Random)
 
     def __post_init__(self) -> None:
-        self._client = openai.AsyncOpenAI(
-            base_url=self.base_url,
-            api_key=os.environ.get(self.api_key_env) or "EMPTY",
-            timeout=self.timeout,
-            max_retries=0,
-        )
+        self._client = openai_client(self.base_url, self.api_key_env, self.timeout)
 
     @property
     def cache_id(self) -> str:
@@ -215,42 +209,18 @@ class LLMReader:
 
     async def read(self, req: ReadRequest) -> ReadResult:
         """Ask the model about one segment; bounded retries, then ReaderError."""
+        messages = [{"role": "user", "content": render_reader_prompt(req)}]
         try:
-            reply = await with_retries(lambda: self._complete(render_reader_prompt(req)), self.retry, self._rng)
-        except RetryableError as err:
-            raise ReaderError(err.kind, f"reader {self.model!r} failed after {self.retry.attempts} attempts") from None
-        return parse_reply(reply, req.page_index, req.total_pages)
+            reply = await complete(
+                self._client, self.model, messages, temperature=self.temperature, timeout=self.timeout * 2,
+                retry=self.retry, max_tokens=self.max_tokens, rng=self._rng,
+            )
+        except ChatError as err:
+            failure = ReaderError(err.kind, f"reader {err}")
+        else:
+            return parse_reply(reply, req.page_index, req.total_pages)
+        raise failure
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._client.close()
-
-    async def _complete(self, prompt: str) -> str:
-        """One chat completion; the reply text ("" when the model gave none).
-
-        Failures are raised outside the `except` blocks so the provider's exception (whose text may
-        echo request details) is not even chained as context.
-        """
-        failure: Exception
-        try:
-            completion = await asyncio.wait_for(
-                self._client.chat.completions.create(
-                    model=self.model,
-                    messages=[{"role": "user", "content": prompt}],
-                    temperature=self.temperature,
-                    max_tokens=openai.NOT_GIVEN if self.max_tokens is None else self.max_tokens,
-                ),
-                self.timeout * 2,  # the client's own timeout is per network operation; this bounds the whole call
-            )
-        except asyncio.TimeoutError:
-            failure = RetryableError("reader request passed its deadline", "timeout")
-        except openai.APIError as err:
-            status = getattr(err, "status_code", 0)
-            kind = f"http_{status}" if status >= 400 else "bad_response"
-            failure = retryable(err, "reader") or ReaderError(kind, f"reader {self.model!r} refused the request")
-        except ValueError:  # openai lets json.JSONDecodeError through for a 2xx JSON-typed body that is not JSON
-            failure = ReaderError("bad_response", f"reader {self.model!r} answered with a body that is not JSON")
-        else:
-            choices = getattr(completion, "choices", None) or []
-            return (choices[0].message.content or "") if choices else ""
-        raise failure

@@ -1,4 +1,4 @@
-"""A store and single-flight in front of the three upstreams (search, pages, reader): cache, record and replay.
+"""A store and single-flight in front of an upstream of any kind (search, pages, reader): cache, record and replay.
 
 Modes (`--web`):
     live    no cache at all: every call goes upstream
@@ -8,37 +8,31 @@ Modes (`--web`):
     replay  only the store answers; upstream is never called (it may be None); a miss raises ReplayMiss
 
 Identical calls in flight at the same moment (16 rollouts of one question searching the same thing)
-share one upstream call. Entries are JSON; an error entry keeps the exception's class, args and
-attributes and is raised again as that class. Page bodies are content-addressed: namespace "url" maps
-a URL to {hash, final url, status, content type} and "blob" maps the hash to the body, so one body
-served under many URLs is stored once.
+share one upstream call. Entries are JSON, written by the kind's Codec (`web/kinds.py`); an error entry
+keeps the exception's class, args and attributes and is raised again as that class. Page bodies are
+content-addressed: namespace "url" maps a URL to {hash, final url, status, content type} and "blob" maps
+the hash to the body, so one body served under many URLs is stored once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
-from researchrl.search.base import SearchBackend, SearchError
-from researchrl.tools.browse import PageSource
-from researchrl.tools.reader import Reader, ReaderError, ReadRequest, ReadResult, render_reader_prompt
-from researchrl.types import Page, SearchResult
+from researchrl.errors import UserError
 from researchrl.web.cache import SingleFlight, Store, cache_key
-from researchrl.web.errors import FetchError
+from researchrl.web.fault_record import FaultRecord
 from researchrl.web.guard import REFUSALS
+from researchrl.web.kinds import Codec, Layer, ToolKind
 
-T = TypeVar("T")
-E = TypeVar("E", bound=Exception)
 Mode = Literal["live", "cache", "record", "replay"]
 MODES: tuple[Mode, ...] = ("live", "cache", "record", "replay")
-DAY = 86_400.0
 
 
-class ReplayMiss(Exception):
+class ReplayMiss(UserError):
     """Replay asked for something never recorded; deliberately not an environment error, so no tool swallows it."""
 
     def __init__(self, label: str):
@@ -54,85 +48,84 @@ class HitCounter(Protocol):
     def hit(self, kind: str, provider: str) -> None: ...
 
 
-@dataclass(frozen=True)
-class CacheTTL:
-    """Seconds an entry stays fresh in cache mode (record and replay never expire entries)."""
-
-    search: float = 7 * DAY  # paper: search results cached for 7 days
-    page: float = 7 * DAY
-    reader: float = 30 * DAY  # a reader's answer only changes with its inputs, which the key holds
-
-
-def normalize_query(query: str) -> str:
-    """The form queries are keyed by: NFKC, case-folded, whitespace collapsed and stripped."""
-    return " ".join(unicodedata.normalize("NFKC", query).casefold().split())
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _dump(entry: dict[str, Any]) -> bytes:
-    return json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str).encode()
-
-
-def encode_error(err: Exception) -> dict[str, Any]:
-    """An environment error as JSON: its class name, constructor-free args, and plain attributes (kind, url, ...)."""
-    attrs = {k: v for k, v in vars(err).items() if isinstance(v, (str, int, float, bool, type(None)))}
-    return {"type": f"{type(err).__module__}.{type(err).__qualname__}", "args": list(err.args), "attrs": attrs}
-
-
-def decode_error(data: dict[str, Any], base: type[E]) -> E:
-    """The recorded error as its own class (looked up among `base`'s loaded subclasses, never imported by name).
-
-    A subclass whose module is not loaded in this process comes back as `base`, with the same kind and message.
-    """
-    classes, pending = [], [base]
-    while pending:
-        cls = pending.pop()
-        classes.append(cls)
-        pending.extend(cls.__subclasses__())
-    cls = next((c for c in classes if f"{c.__module__}.{c.__qualname__}" == data["type"]), base)
-    err = cls.__new__(cls)
-    Exception.__init__(err, *data["args"])
-    vars(err).update(data["attrs"])
-    return err
-
-
 @dataclass
-class _Found(Generic[T]):
-    """What the store holds for a key: a value or a recorded environment error."""
+class _Found:
+    """What the store holds for a key: an answer or a recorded environment error."""
 
-    value: T | None = None
+    value: Any = None
     error: Exception | None = None
 
 
-class _ReadThrough:
-    """The mode rules, single-flight and counters the three wrappers share.
+class Cached(Layer):
+    """An upstream of `kind` behind the store; it answers the kind's method (`search`, `fetch` or `read`).
+
+    `name` is the provider the ledger counts hits under: `provider=`, else the kind's (fetch, reader), else the
+    upstream's name (a search provider's).
+    The key's identity is `cache_id=`, else the upstream's `cache_id` (LLMReader has one), else the kind's
+    default (search: the provider; pages: the URL alone); a reader with none (ExtractiveReader: local and
+    deterministic) is called straight through in every mode.
 
     Counters: `upstream_calls` made; `hits` and `misses` of the store lookups (one per flight);
     `joins`, calls answered by an identical call already in flight. The counter's `hit` is told about
     every store hit and every join (neither costs an upstream call).
     """
 
-    kind: str  # "search" | "page" | "read", as the ledger names it
-    errors: type[Exception]  # the environment error this upstream raises
-
     def __init__(
-        self, upstream: Any, store: Store, mode: Mode, flight: SingleFlight | None, counter: HitCounter | None,
-        provider: str,
+        self,
+        kind: ToolKind,
+        upstream: Any,  # noqa: ANN401
+        store: Store,
+        mode: Mode = "cache",
+        *,
+        ttl: float | None = None,
+        flight: SingleFlight | None = None,
+        counter: HitCounter | None = None,
+        provider: str | None = None,
+        cache_id: str | None = None,
     ):
+        if kind.codec is None:
+            raise ValueError(f"{kind.name} answers are never stored")
         if mode not in MODES:
             raise ValueError(f"unknown web mode {mode!r}; use one of {', '.join(MODES)}")
         if upstream is None and mode != "replay":
-            raise ValueError(f"{type(self).__name__} needs an upstream in {mode} mode (only replay works without)")
+            raise ValueError(f"caching {kind.name} needs an upstream in {mode} mode (only replay works without)")
+        name = provider or kind.provider or getattr(upstream, "name", None)
+        if not name:
+            raise ValueError(f"caching {kind.name} without an upstream needs provider= (the recorded provider's name)")
+        self.cache_id = cache_id or getattr(upstream, "cache_id", None) or kind.codec.identity(name)
+        if upstream is None and self.cache_id is None:
+            raise ValueError(f"caching {kind.name} without an upstream needs cache_id= (the recorded upstream's)")
+        self.kind = kind
+        self.codec: Codec = kind.codec
         self.upstream = upstream
         self.store = store
         self.mode = mode
+        self.ttl = kind.codec.ttl if ttl is None else ttl
         self.flight = flight if flight is not None else SingleFlight()
         self.counter = counter
-        self.provider = provider
+        self.name = name
         self.hits = self.misses = self.upstream_calls = self.joins = 0
+
+    async def call(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        """The answer to this call: from the store, from an identical call in flight, or from upstream."""
+        call = self.kind.args(*args, **kwargs)
+        if self.mode == "live" or self.cache_id is None:
+            self.upstream_calls += 1
+            return await self._upstream(call)
+        key = cache_key(*self.codec.key(self.cache_id, call))
+        led = False
+
+        async def lead() -> Any:  # noqa: ANN401
+            nonlocal led
+            led = True
+            return await self._lead(key, self.codec.label(self.cache_id, call), lambda: self._upstream(call))
+
+        try:
+            return await self.flight.do(f"{self.kind.name}:{key}", lead)
+        finally:
+            if not led:
+                self.joins += 1
+                self._hit()
 
     async def aclose(self) -> None:
         """Close the upstream if it can be closed (the store belongs to whoever opened it)."""
@@ -140,229 +133,65 @@ class _ReadThrough:
         if close is not None:
             await close()
 
-    def _ttl(self, seconds: float) -> float | None:
-        """Entries expire in cache mode only: a recording is kept until it is recorded again."""
-        return seconds if self.mode == "cache" else None
+    def _upstream(self, call: tuple[Any, ...]) -> Awaitable[Any]:
+        return getattr(self.upstream, self.kind.method)(*call)
 
-    async def _serve(
-        self,
-        key: str,
-        label: str,
-        lookup: Callable[[], Awaitable[_Found[T] | None]],
-        call: Callable[[], Awaitable[T]],
-        save: Callable[[T | None, Exception | None], Awaitable[None]],
-    ) -> T:
-        """One call under the mode's rules; `label` names the key for people (replay misses)."""
-        if self.mode == "live":
-            self.upstream_calls += 1
-            return await call()
-        led = False
-
-        async def lead() -> T:
-            nonlocal led
-            led = True
-            return await self._lead(label, lookup, call, save)
-
-        try:
-            return await self.flight.do(f"{self.kind}:{key}", lead)
-        finally:
-            if not led:
-                self.joins += 1
-                self._hit()
-
-    async def _lead(
-        self,
-        label: str,
-        lookup: Callable[[], Awaitable[_Found[T] | None]],
-        call: Callable[[], Awaitable[T]],
-        save: Callable[[T | None, Exception | None], Awaitable[None]],
-    ) -> T:
+    async def _lead(self, key: str, label: str, upstream: Callable[[], Awaitable[Any]]) -> Any:  # noqa: ANN401
         """Store first; then upstream (not in replay), saving its answer, or its error when recording."""
-        found = await lookup()
+        found = await self._load(key)
         if found is not None and (found.error is None or self.mode != "cache"):  # cache mode never pins a fault
             self.hits += 1
             self._hit()
             if found.error is not None:
                 raise found.error
-            return found.value  # type: ignore[return-value]
+            return found.value
         self.misses += 1
         if self.mode == "replay":
             raise ReplayMiss(label)
         self.upstream_calls += 1
         try:
-            value = await call()
-        except self.errors as err:
+            value = await upstream()
+        except self.kind.fault as err:
             # our own guards' refusals are not answers from upstream: recording them would pin a budget cap forever
-            if self.mode == "record" and getattr(err, "kind", None) not in REFUSALS:
-                await save(None, err)
+            if self.mode == "record" and err.kind not in REFUSALS:
+                await self._save(key, {"error": asdict(FaultRecord.of(err))})
             raise
-        await save(value, None)
+        await self._save(key, {self.codec.field: await self._encode(value)})
         return value
+
+    async def _load(self, key: str) -> _Found | None:
+        """The entry under `key`; an entry whose body was evicted counts as a miss."""
+        raw = await self.store.get(self.codec.namespace, key)
+        if raw is None:
+            return None
+        entry = json.loads(raw)
+        if "error" in entry:
+            return _Found(error=FaultRecord(**entry["error"]).rebuild(self.kind.fault))
+        data, body = entry[self.codec.field], None
+        if self.codec.body is not None:
+            body = await self.store.get("blob", data["hash"])
+            if body is None:
+                return None
+        return _Found(self.codec.decode(data, body))
+
+    async def _encode(self, value: Any) -> Any:  # noqa: ANN401
+        """The answer's JSON, its body stored first (so an entry never points at nothing)."""
+        data = self.codec.encode(value)
+        if self.codec.body is None:
+            return data
+        body = self.codec.body(value)
+        digest = hashlib.sha256(body).hexdigest()
+        await self.store.put("blob", digest, body, self._expiry())
+        return {"hash": digest, **data}
+
+    async def _save(self, key: str, entry: dict[str, Any]) -> None:
+        blob = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+        await self.store.put(self.codec.namespace, key, blob, self._expiry())
+
+    def _expiry(self) -> float | None:
+        """Entries expire in cache mode only: a recording is kept until it is recorded again."""
+        return self.ttl if self.mode == "cache" else None
 
     def _hit(self) -> None:
         if self.counter is not None:
-            self.counter.hit(self.kind, self.provider)
-
-
-class CachedSearch(_ReadThrough):
-    """A SearchBackend keyed by (provider, normalized query, num); `name` is the upstream's (or `provider=`)."""
-
-    kind = "search"
-    errors = SearchError
-
-    def __init__(
-        self,
-        upstream: SearchBackend | None,
-        store: Store,
-        mode: Mode = "cache",
-        ttl: CacheTTL = CacheTTL(),
-        flight: SingleFlight | None = None,
-        counter: HitCounter | None = None,
-        *,
-        provider: str | None = None,
-    ):
-        name = provider or (upstream.name if upstream is not None else None)
-        if not name:
-            raise ValueError("CachedSearch without an upstream needs provider= (the recorded provider's name)")
-        super().__init__(upstream, store, mode, flight, counter, name)
-        self.name = name
-        self.ttl = ttl
-
-    async def search(self, query: str, num: int = 10) -> list[SearchResult]:
-        """The results for `query`; identical normalized queries share one upstream call and one entry."""
-        normalized = normalize_query(query)
-        key = cache_key(self.name, normalized, num)
-        label = f"search {self.name} {json.dumps(normalized, ensure_ascii=False)} num={num}"
-
-        async def lookup() -> _Found[list[SearchResult]] | None:
-            raw = await self.store.get("search", key)
-            if raw is None:
-                return None
-            entry = json.loads(raw)
-            if "error" in entry:
-                return _Found(error=decode_error(entry["error"], SearchError))
-            return _Found([SearchResult(**item) for item in entry["results"]])
-
-        async def call() -> list[SearchResult]:
-            return await self.upstream.search(query, num)
-
-        async def save(results: list[SearchResult] | None, error: Exception | None) -> None:
-            entry = {"error": encode_error(error)} if error else {"results": [asdict(r) for r in results or []]}
-            await self.store.put("search", key, _dump(entry), self._ttl(self.ttl.search))
-
-        return list(await self._serve(key, label, lookup, call, save))
-
-
-class CachedPages(_ReadThrough):
-    """A PageSource whose bodies are stored once per content hash, however many URLs serve them."""
-
-    kind = "page"
-    errors = FetchError
-
-    def __init__(
-        self,
-        upstream: PageSource | None,
-        store: Store,
-        mode: Mode = "cache",
-        ttl: CacheTTL = CacheTTL(),
-        flight: SingleFlight | None = None,
-        counter: HitCounter | None = None,
-        *,
-        provider: str | None = None,
-    ):
-        super().__init__(upstream, store, mode, flight, counter, provider or getattr(upstream, "name", None) or "fetch")
-        self.ttl = ttl
-
-    async def fetch(self, url: str) -> Page:
-        """The page at `url`; a URL entry whose body was evicted counts as a miss."""
-        key = cache_key(url)
-
-        async def lookup() -> _Found[Page] | None:
-            raw = await self.store.get("url", key)
-            if raw is None:
-                return None
-            entry = json.loads(raw)
-            if "error" in entry:
-                return _Found(error=decode_error(entry["error"], FetchError))
-            meta = entry["page"]
-            body = await self.store.get("blob", meta["hash"])
-            if body is None:
-                return None
-            text = body.decode("utf-8", "surrogatepass")
-            return _Found(Page(url=meta["url"], status=meta["status"], content_type=meta["content_type"], text=text))
-
-        async def call() -> Page:
-            return await self.upstream.fetch(url)
-
-        async def save(page: Page | None, error: Exception | None) -> None:
-            ttl = self._ttl(self.ttl.page)
-            if error is not None or page is None:
-                await self.store.put("url", key, _dump({"error": encode_error(error)}), ttl)
-                return
-            body = page.text.encode("utf-8", "surrogatepass")
-            digest = _sha(body)
-            await self.store.put("blob", digest, body, ttl)  # body first: a URL entry never points at nothing
-            meta = {"hash": digest, "url": page.url, "status": page.status, "content_type": page.content_type}
-            await self.store.put("url", key, _dump({"page": meta}), ttl)
-
-        return await self._serve(key, f"page {url}", lookup, call, save)
-
-
-class CachedReader(_ReadThrough):
-    """A Reader keyed by (URL, segment hash, sub-query, reader identity, rendered prompt hash).
-
-    The identity is the upstream's `cache_id` (LLMReader has one) or `reader_id=`; a reader with
-    neither (ExtractiveReader: local and deterministic) is called straight through in every mode.
-    """
-
-    kind = "read"
-    errors = ReaderError
-
-    def __init__(
-        self,
-        upstream: Reader | None,
-        store: Store,
-        mode: Mode = "cache",
-        ttl: CacheTTL = CacheTTL(),
-        flight: SingleFlight | None = None,
-        counter: HitCounter | None = None,
-        *,
-        reader_id: str | None = None,
-        provider: str | None = None,
-    ):
-        self.reader_id: str | None = reader_id or getattr(upstream, "cache_id", None)
-        if upstream is None and self.reader_id is None:
-            raise ValueError("CachedReader without an upstream needs reader_id= (the recorded reader's cache_id)")
-        super().__init__(upstream, store, mode, flight, counter, provider or getattr(upstream, "name", None) or "reader")
-        self.ttl = ttl
-
-    async def read(self, req: ReadRequest) -> ReadResult:
-        """The reader's answer for this segment in this context."""
-        reader_id = self.reader_id
-        if reader_id is None:
-            self.upstream_calls += 1
-            return await self.upstream.read(req)
-        prompt = render_reader_prompt(req)
-        key = cache_key(req.url, _sha(req.segment.encode()), req.sub_query, reader_id, _sha(prompt.encode()))
-        label = (
-            f"read {reader_id} {req.url or '(no url)'} segment {req.page_index}/{req.total_pages} "
-            f"sub_query {json.dumps(req.sub_query, ensure_ascii=False)}"
-        )
-
-        async def lookup() -> _Found[ReadResult] | None:
-            raw = await self.store.get("read", key)
-            if raw is None:
-                return None
-            entry = json.loads(raw)
-            if "error" in entry:
-                return _Found(error=decode_error(entry["error"], ReaderError))
-            return _Found(ReadResult(**entry["result"]))
-
-        async def call() -> ReadResult:
-            return await self.upstream.read(req)
-
-        async def save(result: ReadResult | None, error: Exception | None) -> None:
-            entry = {"error": encode_error(error)} if error else {"result": asdict(result)}
-            await self.store.put("read", key, _dump(entry), self._ttl(self.ttl.reader))
-
-        return await self._serve(key, label, lookup, call, save)
+            self.counter.hit(self.kind.name, self.name)

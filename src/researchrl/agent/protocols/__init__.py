@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from researchrl.agent.frame import ChatFrame
+from researchrl.errors import ConfigError
 from researchrl.policy.base import Message
 from researchrl.types import Action, Observation
 
@@ -52,4 +53,4 @@ def get_protocol(name: str) -> TurnProtocol:
         return SearchR1Protocol()
     if name in ("cot", "rag"):
         return DirectProtocol(retrieval=name == "rag", name=name)
-    raise ValueError(f"unknown protocol {name!r}: choose one of {', '.join(PROTOCOLS)}")
+    raise ConfigError(f"unknown protocol {name!r}: choose one of {', '.join(PROTOCOLS)}")
