@@ -192,7 +192,7 @@ def sft(
     out: Path = typer.Option(..., help="Run directory for the warm-up (the model is written to OUT/sft/model)."),
     model: str = typer.Option("embedded", help="Model to warm up: HF path/directory or 'embedded'."),
     data: Optional[Path] = typer.Option(None, help="Token rows JSONL (input_ids + labels, e.g. a run's sft/demonstrations.jsonl); default: the scripted expert on the configured environment."),
-    preset: str = typer.Option("cpu", help="Preset whose [env] and [agent] the scripted expert runs with: cpu | paper."),
+    preset: str = typer.Option("cpu", help="Preset whose env and agent sections the scripted expert runs with: cpu | paper."),
     config: Optional[Path] = options.CONFIG,
     set_: list[str] = options.SET,
     examples: int = typer.Option(32, min=1, help="Expert trajectories to keep (scripted expert only)."),
