@@ -28,7 +28,7 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> 
         (["ask", "q", "--search", "searxng", "--search-url", "http://127.0.0.1:9", "--reader", "llm", "--base-url",
           "http://127.0.0.1:9/v1"], {}, "reader llm needs a reader URL (--reader-url"),
         (["ask", "q", "--base-url", "http://127.0.0.1:9/v1", "--max-turns", "1"], {}, "cannot connect"),
-        (["ask", "q", "--model", "/nonexistent/model-dir", "--max-turns", "1"], {}, "cannot load model '/nonexistent/model-dir'"),
+        (["ask", "q", "--model", "/nonexistent/model-dir", "--max-turns", "1"], {}, "cannot load model '/nonexistent/model-dir': no such directory"),
         (["train", "--set", "bogus=1"], {}, "unknown setting 'bogus'; valid here: beta"),
         (["train", "--preset", "gpu"], {}, "unknown preset 'gpu'"),
         (["train", "--resume", "/nonexistent/run"], {}, "expected a run directory made by researchrl train"),
@@ -54,6 +54,13 @@ def test_user_mistakes_give_one_clear_line_and_exit_2(args: list[str], env: dict
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+
+
+@pytest.mark.parametrize("setting", ["model=/nonexistent/model-dir", "questions=/nonexistent.jsonl"])
+def test_a_train_that_cannot_start_leaves_no_run_directory(tmp_path, setting: str) -> None:  # noqa: ANN001
+    result = run("train", "--output-dir", str(tmp_path / "runs"), "--set", setting)
+    assert result.returncode == 2 and "/nonexistent" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_bad_option_value_is_rejected_by_the_parser() -> None:

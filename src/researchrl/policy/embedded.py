@@ -69,9 +69,17 @@ def resolve_model_path(name: str) -> str:
     return str(embedded_checkpoint()) if name in EMBEDDED_NAMES else name
 
 
+def check_model(name: str) -> str:
+    """The resolved model path; a path to a directory that does not exist is a UserError before anything loads."""
+    path = resolve_model_path(name)
+    if path.startswith(("/", "./", "../")) and not Path(path).is_dir():
+        raise UserError(f"cannot load model {name!r}: no such directory (a model is a directory or a hub id)")
+    return path
+
+
 def from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
     """`loader.from_pretrained` on a resolved name; a missing path or unreachable hub id is one clear error."""
-    path = resolve_model_path(name)
+    path = check_model(name)
     try:
         return loader.from_pretrained(path, **kwargs)
     except OSError as err:

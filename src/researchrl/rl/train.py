@@ -1,8 +1,9 @@
 """`researchrl train`: evaluate the base model, warm it up on expert trajectories, train with GRPO, evaluate again.
 
-A run directory holds everything: config.toml (resolved; `--resume` and `eval --run` reload it), sft/ (warm-up data and model), grpo/ (TRL checkpoints,
-final model), trajectories.jsonl (every GRPO rollout), metrics.jsonl (every step), eval.json (held-out results
-before / after the warm-up / after GRPO), eval_<phase>.jsonl (held-out trajectories), curves.png. A run stopped
+A run directory holds everything: config.toml (resolved; `--resume` and `eval --run` reload it), sft/ (warm-up
+data and model), grpo/ (TRL checkpoints, final model), trajectories.jsonl (every GRPO rollout), metrics.jsonl
+(every step), eval.json (held-out results before / after the warm-up / after GRPO), eval_<phase>.jsonl (held-out
+trajectories), curves.png. A run stopped
 at any point resumes with `--resume RUN_DIR`: finished phases are skipped, GRPO continues from its last checkpoint.
 """
 
@@ -136,13 +137,13 @@ class Run:
 
 def train(cfg: TrainConfig, run_dir: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
     """The whole recipe; returns eval.json's content."""
-    from researchrl.policy.embedded import resolve_model_path
+    from researchrl.policy.embedded import check_model
     from researchrl.rl.plot import plot_run
 
-    run = Run(cfg, run_dir, say)
-    train_qs, held = split(load_questions(cfg.questions), cfg.heldout)
+    train_qs, held = split(load_questions(cfg.questions), cfg.heldout)  # a bad file or model fails before the run dir
     held = held[: cfg.eval_questions]
-    base = resolve_model_path(cfg.model)
+    base = check_model(cfg.model)
+    run = Run(cfg, run_dir, say)
     env = RunningEnvironment(env_config(cfg, run_dir), cfg.agent.protocol)
     try:
         run.evaluate("before", base, held, env)
