@@ -15,6 +15,7 @@ from researchrl import options
 from researchrl.config import nest
 from researchrl.environment import SEARCH_NAMES
 from researchrl.errors import ConfigError
+from researchrl.resolve import AGENT_FLAGS
 
 app = typer.Typer(
     help="Train and run deep-research agents (DeepResearcher, rebuilt).",
@@ -44,8 +45,7 @@ _mount()
 ASK_FLAGS = {  # flag -> the setting it sets
     "search": "env.search", "search_url": "env.search_url", "corpus": "env.corpus", "reader": "env.reader",
     "reader_url": "env.reader_url", "reader_model": "env.reader_model", "web": "env.web", "cache": "env.cache",
-    "protocol": "agent.protocol", "max_turns": "agent.max_turns", "max_new_tokens": "agent.sampling.max_new_tokens",
-    "temperature": "agent.sampling.temperature",
+    "protocol": "agent.protocol", **AGENT_FLAGS,
 }
 
 
@@ -78,18 +78,17 @@ def ask(
     save: Optional[Path] = typer.Option(None, help="Also write the trajectory as JSON to this file."),
 ) -> None:
     """Run one research episode and print every turn: think, tool calls, observations, answer."""
-    from researchrl.resolve import given, resolve
+    from researchrl.resolve import applied, resolve
 
     values = {"search": search, "search_url": search_url, "corpus": corpus, "reader": reader, "reader_url": reader_url,
               "reader_model": reader_model, "web": web, "cache": cache, "protocol": protocol, "max_turns": max_turns,
               "max_new_tokens": max_new_tokens, "temperature": temperature}
-    typed = given(ctx, [*ASK_FLAGS, "model"])
-    flags = {ASK_FLAGS[name]: value for name, value in values.items()
-             if value is not None and (run is None and config is None or name in typed)}
+    apply = applied(ctx, [*ASK_FLAGS, "model"], over_base=run is not None or config is not None)
+    flags = {ASK_FLAGS[name]: value for name, value in values.items() if value is not None and name in apply}
     with options.exit_on_known():
         if protocol not in ("deepresearcher", "search_r1"):
             raise ConfigError(f"--protocol must be deepresearcher or search_r1, not {protocol!r}")
-        chosen = resolve(run, phase, config, nest(flags), set_, model if "model" in typed or run is None else None)
+        chosen = resolve(run, phase, config, nest(flags), set_, model if "model" in apply else None)
         trajectory, spend = asyncio.run(
             _ask(question, gold, chosen.model, base_url, api_key_env, tokenizer, threads, chosen.env, chosen.agent)
         )

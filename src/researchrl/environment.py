@@ -196,6 +196,7 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
         else:
             ledger = Ledger(prices, cfg.step_budget_usd, cfg.run_budget_usd)
         breaker = {"failures": cfg.breaker_failures, "cooldown": cfg.breaker_cooldown}
+        reader_provider = f"reader:{cfg.reader_name}"  # what the guard, the ledger and the cache count reads under
         search = pages = reader = extract = None
         if cfg.web != "replay":
             providers, pages, reader, extract = await _upstreams(cfg, stack)
@@ -214,7 +215,7 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
             pages = Guarded(PAGE, pages, breaker=Breakers(**breaker), ledger=ledger)
             if cfg.reader == "llm":
                 reader = Guarded(
-                    READ, reader, breaker=CircuitBreaker(**breaker), ledger=ledger, provider=f"reader:{cfg.reader_name}"
+                    READ, reader, breaker=CircuitBreaker(**breaker), ledger=ledger, provider=reader_provider
                 )
         elif cfg.reader == "extractive":
             reader = _reader(cfg)
@@ -225,7 +226,7 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
             pages = Cached(PAGE, pages, store, cfg.web, flight=flight, counter=ledger)
             llm = cfg.reader == "llm"  # the extractive reader is not cached: it is cheaper than a lookup
             reader = Cached(READ, reader, store, cfg.web, flight=flight, counter=ledger,
-                            provider=f"reader:{cfg.reader_name}" if llm else None,
+                            provider=reader_provider if llm else None,
                             cache_id=await _reader_cache_id(cfg) if llm else None)
         stack.push_async_callback(_close, search, pages, reader)
         style = "search_r1" if protocol == "search_r1" else "deepresearcher"

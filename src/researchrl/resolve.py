@@ -19,6 +19,9 @@ from researchrl.environment import EnvConfig
 from researchrl.errors import ConfigError, UserError
 from researchrl.rl.config import TrainConfig, load_run_config
 
+AGENT_FLAGS = {  # the agent flags ask and eval share -> the setting each sets
+    "max_turns": "agent.max_turns", "max_new_tokens": "agent.sampling.max_new_tokens", "temperature": "agent.sampling.temperature",
+}
 PHASE_MODELS = {"before": None, "after_sft": "sft/model", "after": "grpo/model"}  # a run's model at each phase
 
 
@@ -37,6 +40,11 @@ def given(ctx: typer.Context, names: list[str]) -> set[str]:
     """The parameters the user typed (not left at their defaults); by name, as typer may ship its own click."""
     sources = {name: ctx.get_parameter_source(name) for name in names}
     return {name for name, source in sources.items() if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")}
+
+
+def applied(ctx: typer.Context, names: list[str], over_base: bool) -> set[str]:
+    """The flags that set something: all of them over the defaults; over a run's config or a file, only those typed."""
+    return given(ctx, names) if over_base else set(names)
 
 
 def phase_model(run_dir: Path, cfg: TrainConfig, phase: str) -> str:

@@ -54,12 +54,12 @@ def eval_command(
     from researchrl.config import nest
     from researchrl.errors import ConfigError
     from researchrl.eval.benchmark import EvalJob, check_job
-    from researchrl.resolve import given, resolve
+    from researchrl.resolve import applied, resolve
 
     values = {"env": env, "search": search, "search_url": search_url, "corpus": corpus, "web": web, "cache": cache,
               "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers, "baseline": baseline,
               "max_turns": max_turns, "max_new_tokens": max_new_tokens, "temperature": temperature}
-    typed = given(ctx, [*values, "model"]) if run is not None or config is not None else set(values) | {"model"}
+    typed = applied(ctx, [*values, "model"], over_base=run is not None or config is not None)
     with options.exit_on_known():
         if env not in ENVS:
             raise ConfigError(f"--env must be one of {', '.join(ENVS)}, not {env!r}")
@@ -112,8 +112,9 @@ def _settings(values: dict[str, Any], typed: set[str]) -> dict[str, Any]:
             out[f"env.{name}"] = values[name]
     if values["env"] == "replay" and "env" in typed:
         out["env.web"] = "replay"
-    agent = {"baseline": "agent.protocol", "max_turns": "agent.max_turns", "max_new_tokens": "agent.sampling.max_new_tokens",
-             "temperature": "agent.sampling.temperature"}
+    from researchrl.resolve import AGENT_FLAGS
+
+    agent = {"baseline": "agent.protocol", **AGENT_FLAGS}
     out.update({key: values[name] for name, key in agent.items() if name in typed})
     return out
 
