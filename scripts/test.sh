@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Set up (idempotent: Debian packages, venv, extras incl. ray) and run the test suite; extra arguments go to pytest.
+# Set up (idempotent: Debian packages, venv, extras incl. ray, vLLM's CPU engine in .venv-vllm) and run the tests.
+# Default: every test but the `slow` ones (~12 min on 2 cores); extra arguments go to pytest, so
+# `bash scripts/test.sh -m slow` runs the slow ones (real vLLM server, two training processes, paper-mini).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/system.sh
 EXTRAS=train,dev,ray bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+bash scripts/vllm.sh
+exec .venv/bin/python -m pytest -q -m "not slow" "$@"

@@ -41,6 +41,7 @@ def finished(tmp_path_factory, shared_data) -> Iterator[Path]:  # noqa: ANN001
         "env.search=local", f"env.corpus={root / 'corpus.jsonl'}", "env.top_k=2", "env.snippet_chars=120",
         "env.reader=llm", "env.reader_model=sandbox-reader",
         "agent.max_turns=3", "agent.max_observation_chars=1500", "agent.sampling.max_new_tokens=96",
+        "use_vllm=false",  # transformers rollouts even where vLLM is built (tests/rl/test_vllm.py covers that engine)
     ]
     with SandboxServer() as reader:
         sets.append(f"env.reader_url={reader.url}/v1")

@@ -150,11 +150,13 @@ def _known_answers(question: str) -> tuple[str, ...]:
 @app.command()
 def train(
     ctx: typer.Context,
-    preset: str = typer.Option("cpu", help="Preset (researchrl/configs/NAME.toml): cpu (a 2-core laptop, ~20 min) | paper (Qwen2.5-7B on GPUs, not run here)."),
+    preset: str = typer.Option("cpu", help="Preset (researchrl/configs/NAME.toml): cpu (a 2-core laptop, ~20 min) | paper (Qwen2.5-7B on GPUs, not run here) | paper-mini (paper's code paths with the embedded model: vLLM, LLM reader; run it as 2 processes)."),
     config: Optional[Path] = options.CONFIG,
     set_: list[str] = options.SET,
     output_dir: Optional[Path] = typer.Option(None, help="Where the timestamped run directory is created (default: the config's output_dir, runs/)."),
     resume: Optional[Path] = typer.Option(None, help="Resume this run directory with its saved config.toml: finished phases are skipped, GRPO continues from its last checkpoint; --set may change only budgets, pacing and max_steps."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print parameters, tokens, memory per process, tool calls, USD and tool time of one step, then exit: no weights loaded, no run directory (with --resume: also the run's measured means)."),
+    accelerate_config: Optional[Path] = typer.Option(None, help="With --dry-run: the accelerate config file (processes, ZeRO stage) the memory estimate assumes; default configs/accelerate_zero3_8gpu.yaml for the paper preset, else one process."),
 ) -> None:
     """The main job: evaluate, warm up on expert trajectories, train with GRPO, evaluate; all in one run directory."""
     import time
@@ -175,11 +177,26 @@ def train(
             if output_dir is not None:
                 overrides = {**overrides, "output_dir": str(output_dir)}
             cfg = load_config(preset, config, overrides)
-            run_dir = cfg.output_dir / time.strftime("%Y%m%d-%H%M%S")
+            from researchrl.rl import ranks
+
+            run_dir = cfg.output_dir / ranks.broadcast(time.strftime("%Y%m%d-%H%M%S"))  # main's clock names it for every process
+        if dry_run:
+            from rich.markup import escape
+
+            from researchrl.rl.dryrun import dry_run as estimate, render
+
+            console.print(escape(render(estimate(cfg, accelerate_config, resume))), soft_wrap=True, highlight=False)
+            return
+        if accelerate_config is not None:
+            raise ConfigError("--accelerate-config is read by --dry-run only; to train, pass it to accelerate launch --config_file")
         if cfg.preset == "paper":
-            console.print("[yellow]the paper preset needs GPUs and a vLLM server: see README 'Scaling out' for the launch command[/]")
+            console.print("[yellow]the paper preset needs GPUs and a vLLM server: see README 'Scale out' for the launch command[/]")
         console.print(f"run directory: [bold]{run_dir}[/]")
         results = run_training(cfg, run_dir, say=lambda line: console.print(f"[cyan]▸[/] {line}"))
+    from researchrl.rl import ranks
+
+    if not ranks.is_main():  # every process printed its run directory; the summary once
+        return
     console.print_json(json.dumps(results))
     console.print(f"done: {run_dir}/eval.json, {run_dir}/curves.png, {run_dir}/metrics.jsonl")
     console.print(f"one page with everything: researchrl report {run_dir}")

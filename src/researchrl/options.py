@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from researchrl.errors import EnvironmentFault, UserError
 
@@ -15,7 +16,7 @@ err_console = Console(stderr=True)
 
 def fail(message: str) -> typer.Exit:
     """One clear red line (never wrapped) and exit code 2, for user mistakes and unreachable services."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # `pip install trl[vllm]` stays whole
     return typer.Exit(code=2)
 
 

@@ -167,12 +167,10 @@ async def test_unreachable_endpoint_fails_fast_with_one_message() -> None:
     assert time.monotonic() - start < 5
 
 
-async def test_rollout_vllm_path_is_token_exact_against_the_servers_completions_api(server, smol_tokenizer) -> None:  # noqa: ANN001
-    """`trl vllm-serve` answers /v1/completions with `token_ids` (EOS kept); a loopback stand-in speaks the same."""
-    pytest.importorskip("trl")
-    from trl import GRPOConfig
-
+async def test_rollout_vllm_path_is_token_exact_against_the_servers_completions_api(server, smol_tokenizer, tmp_path) -> None:  # noqa: ANN001
+    """vLLM answers /v1/completions with `token_ids` (EOS kept); a loopback stand-in speaks the same."""
     from researchrl.rl.rollout import vllm_policy
+    from researchrl.rl.vllm_sync import Endpoint
 
     sampled = smol_tokenizer.encode("x</think>\n<answer>a spirit</answer>", trusted=True) + [smol_tokenizer.eos_token_id]
     server.replies = [(200, {
@@ -182,12 +180,11 @@ async def test_rollout_vllm_path_is_token_exact_against_the_servers_completions_
                      "logprobs": {"tokens": [f"token_id:{i}" for i in sampled], "token_logprobs": [-0.25] * len(sampled),
                                   "top_logprobs": None, "text_offset": None}}],
     })]
-    args = GRPOConfig(output_dir="/tmp/unused", use_vllm=True, vllm_mode="server",
-                      vllm_server_base_url=server.url.removesuffix("/v1"), use_cpu=True, report_to="none")
-    policy = vllm_policy(args, smol_tokenizer.hf)
+    policy = vllm_policy(Endpoint(server.url.removesuffix("/v1"), "m", tmp_path), smol_tokenizer.hf)
     trajectory = await run_episode(Question("q", "If Gallu is a demon Lilu is what?", ("a spirit",)), policy, Toolset([]), AgentConfig())
     await policy.aclose()
     _, body, _ = server.received[0]
     assert body["prompt"] == trajectory.prompt_ids and body["return_token_ids"] is True
+    assert body["include_stop_str_in_output"] is True and body["model"] == "m"
     assert trajectory.completion_ids == sampled and trajectory.mask == [1] * len(sampled)  # EOS not doubled
     assert trajectory.logprobs == [-0.25] * len(sampled) and trajectory.reward.reward == 1.0

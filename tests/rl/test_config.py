@@ -32,7 +32,7 @@ def test_every_setting_is_in_each_preset_with_a_comment(preset: str) -> None:
         elif "=" in line and not line.startswith("# ") or line.startswith("# ") and " = " in line.split("#")[1]:
             key = line.lstrip("# ").split("=")[0].strip()
             documented[section + key] = line
-    wanted = set(flatten(to_dict(TrainConfig()))) | {"questions", "threads", "vllm_server_base_url", "env.search_url",
+    wanted = set(flatten(to_dict(TrainConfig()))) | {"questions", "threads", "use_vllm", "vllm_server_base_url", "vllm_bin", "env.search_url",
                                                      "env.corpus", "env.reader_url", "env.cache", "env.search_qps",
                                                      "env.step_budget_usd", "env.run_budget_usd", "env.ray_address"}
     wanted = {k for k in wanted if not k.startswith("env.prices")}
@@ -77,7 +77,7 @@ def test_config_mistakes_are_one_line_errors_naming_the_choices(sets: list[str],
 
 
 def test_unknown_presets_and_bad_files_are_errors(tmp_path) -> None:  # noqa: ANN001
-    with pytest.raises(ConfigError, match="unknown preset 'gpu': choose cpu or paper"):
+    with pytest.raises(ConfigError, match="unknown preset 'gpu': choose cpu, paper, paper-mini"):
         load_config("gpu")
     (tmp_path / "bad.toml").write_text("max_steps = \n")
     with pytest.raises(ConfigError, match="bad.toml is not valid TOML"):
@@ -137,3 +137,23 @@ def test_sft_labels_only_policy_tokens(tmp_path) -> None:  # noqa: ANN001
     (tmp_path / "bad.jsonl").write_text('{"input_ids": [1, 2], "labels": [1]}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         read_rows(tmp_path / "bad.jsonl")
+
+
+def test_unset_use_vllm_picks_vllm_where_its_cpu_engine_is_installed(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """The default rollout engine: vLLM when `vllm` is found (faster, bench/rollout.py), else transformers."""
+    from researchrl.policy import vllm_server
+    from researchrl.rl.vllm_sync import resolve_engine
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(vllm_server, "__file__", str(tmp_path / "src" / "researchrl" / "policy" / "vllm_server.py"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.delenv("RESEARCHRL_VLLM_BIN", raising=False)
+    cfg = load_config("cpu")
+    assert cfg.use_vllm is None
+    assert resolve_engine(cfg).use_vllm is False  # nothing installed: transformers, no error
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "vllm").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "vllm").chmod(0o755)
+    assert resolve_engine(cfg).use_vllm is True
+    assert resolve_engine(merge(cfg, {"use_vllm": False})).use_vllm is False  # an explicit choice is kept
+    assert resolve_engine(merge(cfg, {"vllm": "external", "vllm_server_base_url": "http://127.0.0.1:9"})).use_vllm is False

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
+import json
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +36,52 @@ def gguf_path() -> Path:
 
 
 def embedded_checkpoint() -> Path:
-    """A transformers checkpoint directory of the embedded model, converting the GGUF on first use (no network)."""
+    """A transformers checkpoint directory of the embedded model, converting the GGUF on first use (no network).
+
+    Several processes (an `accelerate launch`) may ask at once: one converts under a file lock, the others wait and reuse it.
+    """
     target = cache_root() / "models" / "SmolLM2-135M-Instruct"
-    if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
+    if converted(target) and architectures(target):
         return target
-    return convert_gguf(gguf_path(), target)
+    with locked(target.with_name(target.name + ".lock")):
+        if not converted(target):
+            convert_gguf(gguf_path(), target)
+        if not architectures(target):  # converted by an older researchrl: name it in place, the weights are fine
+            name_architecture(target)
+    return target
+
+
+def converted(checkpoint: Path) -> bool:
+    """Weights, tokenizer and config are all there."""
+    return all((checkpoint / name).exists() for name in ("model.safetensors", "tokenizer.json", "config.json"))
+
+
+def architectures(checkpoint: Path) -> list[str]:
+    """The model classes config.json names (TRL's reference model, loaded when warmup=false, needs one)."""
+    return json.loads((checkpoint / "config.json").read_text()).get("architectures") or []
+
+
+def name_architecture(checkpoint: Path) -> None:
+    """Add the causal-LM class of the config's model_type to config.json (written whole, then renamed over)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["architectures"] = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config["model_type"]]]
+    tmp = checkpoint / "config.json.partial"
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, checkpoint / "config.json")
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created if missing) held across processes for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def convert_gguf(source: Path, target: Path) -> Path:
@@ -54,11 +100,10 @@ def convert_gguf(source: Path, target: Path) -> Path:
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     if hasattr(model.config, "quantization_config"):
         delattr(model.config, "quantization_config")
+    model.config.architectures = [type(model).__name__]  # TRL's reference model (warmup=false) loads by it
     model.config.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     if target.exists():
-        import shutil
-
         shutil.rmtree(target)
     tmp.rename(target)
     return target

@@ -106,25 +106,31 @@ class OpenAIPolicy:
             stop=list(sampling.stop) or None,
             seed=sampling.seed,
             logprobs=1,
-            extra_body={"return_tokens_as_token_ids": True, "return_token_ids": True, "skip_special_tokens": False},
+            extra_body={
+                "return_tokens_as_token_ids": True, "return_token_ids": True, "skip_special_tokens": False,
+                "include_stop_str_in_output": True,  # else vLLM drops a stop string from the text, not from the ids
+            },
         )
         choice = response.choices[0]
+        eos = self.tokenizer.encode(self.tokenizer.eos_token, trusted=True)
         ids = _token_ids(choice)
-        logprobs: list[float | None] | None = None
+        text = choice.text
         if ids is None:
-            ids = self.tokenizer.encode(choice.text, trusted=False)
+            ids = self.tokenizer.encode(text, trusted=False)
+        else:  # the text of exactly the sampled ids: vLLM cuts its text at a stop string that ends mid-token
+            text = self.tokenizer.decode(ids[: -len(eos)] if ids[-len(eos) :] == eos else ids)
+        logprobs: list[float | None] | None = None
         values = getattr(choice.logprobs, "token_logprobs", None)
         if values is not None and len(values) == len(ids):
             logprobs = [None if x is None else float(x) for x in values]
         stop_string = getattr(choice, "stop_reason", None)
         if choice.finish_reason == "length":
-            return Sample(ids, logprobs, choice.text, "length")
+            return Sample(ids, logprobs, text, "length")
         if isinstance(stop_string, str):
-            return Sample(ids, logprobs, choice.text, "stop")
-        eos = self.tokenizer.encode(self.tokenizer.eos_token, trusted=True)
+            return Sample(ids, logprobs, text, "stop")
         if ids[-len(eos) :] == eos:  # servers that keep the EOS id in the sampled ids (vLLM's token_ids)
-            return Sample(ids, logprobs, choice.text, "eos")
-        return Sample(ids + eos, None if logprobs is None else logprobs + [None] * len(eos), choice.text, "eos")
+            return Sample(ids, logprobs, text, "eos")
+        return Sample(ids + eos, None if logprobs is None else logprobs + [None] * len(eos), text, "eos")
 
     async def aclose(self) -> None:
         """Close the HTTP client."""

@@ -19,7 +19,7 @@ from researchrl.environment import EnvConfig
 from researchrl.errors import ConfigError
 from researchrl.sandbox.config import shared_data_dir
 
-PRESETS = ("cpu", "paper")
+PRESETS = ("cpu", "paper", "paper-mini")
 # what may change when a run resumes: spend, pacing and where work runs; never what defines the experiment
 SAFE_ON_RESUME = frozenset({
     "threads", "max_steps", "save_steps", "env.step_budget_usd", "env.run_budget_usd", "env.search_qps",
@@ -52,8 +52,11 @@ class TrainConfig:
     sft_examples: int = 32  # expert trajectories kept for the warm-up
     sft_epochs: float = 1.0  # passes over them
     sft_learning_rate: float = 5e-5  # SFT learning rate
-    use_vllm: bool = False  # generate rollouts on a vLLM server (TRL's vllm-serve)
-    vllm_server_base_url: str | None = None  # that server's URL
+    use_vllm: bool | None = None  # rollouts on a vLLM server (see `vllm`); None: when vLLM's CPU engine is installed
+    vllm: str = "managed"  # managed (researchrl starts and stops vLLM; CPU) | external (vllm_server_base_url)
+    vllm_server_base_url: str | None = None  # external server: `trl vllm-serve` on GPUs; on CPU see README
+    vllm_bin: str | None = None  # the `vllm` executable of a managed server; unset = .venv-vllm (scripts/vllm.sh), then PATH
+    vllm_sync_tolerance: float = 1e-3  # CPU sync: largest server-vs-trainer logprob gap on the probe sequence
     bf16: bool = False  # bfloat16 weights and compute (GPUs)
     env: EnvConfig = field(default_factory=EnvConfig)  # the search engine, pages and reader of every episode
     agent: AgentConfig = field(default_factory=AgentConfig)  # turn budgets, decoding and reward of every episode
@@ -63,6 +66,10 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < (0 if name == "heldout" else 1):
                 raise ConfigError(f"{name} must be at least {0 if name == 'heldout' else 1}, got {getattr(self, name)}")
+        if self.vllm not in ("managed", "external"):
+            raise ConfigError(f"vllm must be managed or external, got {self.vllm!r}")
+        if self.use_vllm and self.vllm == "external" and not self.vllm_server_base_url:
+            raise ConfigError("vllm = external needs vllm_server_base_url (the running server's address)")
 
     def to_toml(self) -> str:
         """The resolved config as saved in the run directory."""
@@ -76,7 +83,7 @@ class TrainConfig:
 def preset_path(name: str) -> Path:
     """The TOML file of a shipped preset."""
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}: choose {' or '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}: choose {', '.join(PRESETS)}")
     return Path(str(resources.files("researchrl") / "configs" / f"{name}.toml"))
 
 

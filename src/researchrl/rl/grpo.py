@@ -11,9 +11,12 @@ from typing import Any
 from transformers import TrainerCallback
 
 from researchrl.errors import ConfigError
+from researchrl.policy.vllm_server import VLLMServer
+from researchrl.rl import ranks
 from researchrl.rl.config import TrainConfig
 from researchrl.rl.rewards import REWARD_FUNCS, REWARD_WEIGHTS
 from researchrl.rl.rollout import Rollout
+from researchrl.rl.vllm_sync import attach
 from researchrl.types import Question
 
 
@@ -22,10 +25,11 @@ def grpo_args(cfg: TrainConfig, out_dir: Path) -> Any:
     import torch
     from trl import GRPOConfig
 
-    rollouts = cfg.group_size * cfg.questions_per_step
-    if rollouts % cfg.micro_batch:
-        raise ConfigError(f"group_size x questions_per_step ({rollouts}) must be a multiple of micro_batch ({cfg.micro_batch})")
-    accumulation = rollouts // cfg.micro_batch
+    rollouts = cfg.group_size * cfg.questions_per_step  # per optimizer step, over all processes
+    per_pass = cfg.micro_batch * ranks.world_size()  # sequences one forward/backward trains, over all processes
+    if rollouts % per_pass:
+        raise ConfigError(f"group_size x questions_per_step ({rollouts}) must be a multiple of micro_batch x processes ({per_pass})")
+    accumulation = rollouts // per_pass
     return GRPOConfig(
         output_dir=str(out_dir),
         per_device_train_batch_size=cfg.micro_batch,
@@ -53,9 +57,9 @@ def grpo_args(cfg: TrainConfig, out_dir: Path) -> Any:
         gradient_checkpointing=cfg.gradient_checkpointing,
         bf16=cfg.bf16,
         use_cpu=not torch.cuda.is_available(),
-        use_vllm=cfg.use_vllm,
+        use_vllm=bool(cfg.use_vllm) and torch.cuda.is_available(),  # TRL's own server client syncs over NCCL; on CPU: vllm_sync
         vllm_mode="server",
-        vllm_server_base_url=cfg.vllm_server_base_url,
+        vllm_server_base_url=cfg.vllm_server_base_url if cfg.use_vllm else None,
         disable_dropout=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -67,6 +71,8 @@ class MetricsLog(TrainerCallback):
     """A TrainerCallback writing one JSON line per optimizer step: TRL's logs, our phase timings and web spend.
 
     When the run's spend cap is reached, the step that reached it finishes, is checkpointed, and training stops.
+    Under several processes every one decides the same (the rollout's stats and budget state cover them all) and
+    only world process zero writes metrics.jsonl and ledger.json.
     """
 
     def __init__(self, path: Path, rollout: Rollout):
@@ -76,10 +82,10 @@ class MetricsLog(TrainerCallback):
         self.budget_stop_step: int | None = None
 
     def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-        """Save the ledger beside the metrics; checkpoint and stop once the run budget is spent."""
-        ledger = self.rollout.env.tools.ledger
-        (self.path.parent / "ledger.json").write_text(ledger.to_json())
-        if ledger.run_exhausted:
+        """Save the run's ledger beside the metrics; checkpoint and stop once the run budget is spent."""
+        if state.is_world_process_zero:
+            (self.path.parent / "ledger.json").write_text(self.rollout.ledger_json())
+        if self.rollout.run_exhausted:
             control.should_save = True
             control.should_training_stop = True
             self.budget_stop_step = state.global_step
@@ -90,7 +96,7 @@ class MetricsLog(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any) -> None:
         """Append the step's metrics with seconds per phase, tool calls by type and rollout tokens per second."""
-        if not logs or "loss" not in logs:
+        if not logs or "loss" not in logs or not state.is_world_process_zero:
             return
         step_seconds = time.perf_counter() - self.step_started
         generation = self.rollout.last_seconds
@@ -105,9 +111,9 @@ class MetricsLog(TrainerCallback):
 
 def run_grpo(
     model_path: str, questions: list[Question], rollout: Rollout, cfg: TrainConfig, out_dir: Path, metrics: Path,
-    resume: str | bool | None = None,
+    resume: str | bool | None = None, server: VLLMServer | None = None,
 ) -> Path:
-    """Train; checkpoints land in out_dir/checkpoint-N, the final model in out_dir/model."""
+    """Train; checkpoints land in out_dir/checkpoint-N, the final model in out_dir/model; `server`: a managed vLLM."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -127,11 +133,14 @@ def run_grpo(
         rollout_func=rollout,
         callbacks=[log],
     )
+    if rollout.vllm is not None:
+        attach(trainer, rollout.vllm, server, cfg.vllm_sync_tolerance)
     trainer.train(resume_from_checkpoint=resume)
     if log.budget_stop_step is not None:
-        ledger = rollout.env.tools.ledger
+        spent = sum(row["cost"] for row in json.loads(rollout.ledger_json())["run"])  # every process's spend
+        cap = cfg.env.run_budget_usd if cfg.env.run_budget_usd is not None else rollout.env.tools.ledger.run_budget
         raise BudgetStop(
-            f"run budget ${ledger.run_budget} reached at step {log.budget_stop_step} (spent ${ledger.run_cost:.4f}); "
+            f"run budget ${cap} reached at step {log.budget_stop_step} (spent ${spent:.4f}); "
             f"checkpoint saved in {out_dir}/checkpoint-{log.budget_stop_step}. To go on, resume with a larger cap: "
             f"researchrl train --resume {metrics.parent} --set env.run_budget_usd=<more>"
         )

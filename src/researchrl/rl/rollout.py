@@ -6,21 +6,33 @@ the policy, 0 = observation/wrapper, straight from `render.Transcript`), and per
 tool calls, turns, termination) that reach the reward functions and the logs. Episodes run concurrently on a
 persistent background event loop, so the environment's HTTP clients and sandbox live across steps; generation
 batches every active episode's turn through `HFPolicy` around the trainer's own (unwrapped) model, or, with
-`use_vllm` (server mode), sends each turn's exact token ids to TRL's vLLM server.
+`use_vllm`, sends each turn's exact token ids to the vLLM server (`vllm_sync.Endpoint`), synced to the trainer's
+weights before the step's first rollout.
+
+Under several processes (`ranks`), TRL hands each one a contiguous slice of the generation batch and each runs
+its slice's episodes in its own environment. Sample indices (hence seeds) count over the whole batch, so a group
+split across processes never samples the same seed twice. After the episodes every process sends its trajectory
+records, ledger and timings to all (`ranks.gather`, pickled; records hold text and counts, not token ids): every
+process then agrees on the step's stats and on a spent budget, and main alone appends trajectories.jsonl, each
+record naming its `rank` and `sample`.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from researchrl.agent.loop import AgentConfig
 from researchrl.environment import RunningEnvironment
-from researchrl.errors import ConfigError
 from researchrl.policy.base import Policy
-from researchrl.records import write_records
+from researchrl.records import trajectory_record
+from researchrl.rl import ranks
+from researchrl.rl.spend import merged
+from researchrl.rl.vllm_sync import Endpoint
 from researchrl.types import Question, Trajectory
 
 
@@ -41,26 +53,54 @@ def sample_indices(keys: list[str]) -> list[int]:
     return out
 
 
-def batch_stats(trajectories: list[Trajectory], seconds: float) -> dict[str, float]:
+def batch_sample_indices(texts: list[str]) -> list[int]:
+    """This process's sample indices counted over every process's slice of the batch (in rank order)."""
+    everyone = ranks.gather(texts)
+    start = sum(len(part) for part in everyone[: ranks.rank()])
+    return sample_indices([text for part in everyone for text in part])[start : start + len(texts)]
+
+
+def batch_stats(records: list[dict[str, Any]], seconds: float) -> dict[str, float]:
     """Per-episode means of tool calls by type and tool errors, and the rollout's sampled tokens per second."""
-    n = max(1, len(trajectories))
-    calls = Counter(c.name for t in trajectories for c in t.tool_calls)
-    sampled = sum(sum(t.mask) for t in trajectories)
+    n = max(1, len(records))
+    calls = Counter(name for r in records for name in r["tool_calls"])
+    sampled = sum(r["sampled_tokens"] for r in records)
     return {
         "tools/web_search_per_episode": calls["web_search"] / n,
         "tools/browse_webpage_per_episode": calls["browse_webpage"] / n,
-        "tools/errors_per_episode": sum(len(t.tool_errors) for t in trajectories) / n,
+        "tools/errors_per_episode": sum(len(r["tool_errors"]) for r in records) / n,
         "tokens_per_second/rollout": sampled / seconds if seconds else 0.0,
     }
 
 
-def vllm_policy(args: Any, tokenizer: Any) -> Policy:
-    """TRL's `trl vllm-serve` speaks OpenAI's /v1/completions with token ids: our completions-mode policy, per turn."""
+def web_totals(parts: list[dict[str, float]]) -> dict[str, float]:
+    """Every process's ledger step metrics summed; the cache hit rate recomputed from the summed calls and hits."""
+    total: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0.0) + value
+    calls = sum(v for k, v in total.items() if k.startswith("web/calls/"))
+    hits = sum(v for k, v in total.items() if k.startswith("web/hits/"))
+    total["web/cache_hit_rate"] = hits / (calls + hits) if calls + hits else 0.0
+    return total
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one process reports after its episodes of a generation batch."""
+
+    records: list[dict[str, Any]]  # its trajectory records, in batch order
+    seconds: float  # its rollout wall time
+    web: dict[str, float]  # its ledger's step metrics
+    ledger: str  # its ledger's run totals (Ledger.to_json)
+    run_exhausted: bool  # its share of the run budget is spent
+
+
+def vllm_policy(endpoint: Endpoint, tokenizer: Any) -> Policy:
+    """vLLM speaks OpenAI's /v1/completions with token ids: our completions-mode policy, per turn."""
     from researchrl.policy.openai import OpenAIPolicy
 
-    if not args.vllm_server_base_url:
-        raise ConfigError("use_vllm needs vllm_server_base_url (the `trl vllm-serve` address)")
-    return OpenAIPolicy(f"{args.vllm_server_base_url.rstrip('/')}/v1", tokenizer.name_or_path, tokenizer=tokenizer)
+    return OpenAIPolicy(f"{endpoint.url}/v1", endpoint.model, tokenizer=tokenizer)
 
 
 def to_trl(trajectories: list[Trajectory]) -> dict[str, list[Any]]:
@@ -84,13 +124,19 @@ def to_trl(trajectories: list[Trajectory]) -> dict[str, list[Any]]:
 class Rollout:
     """The callable handed to GRPOTrainer(rollout_func=...); also appends every trajectory to a JSONL log."""
 
-    def __init__(self, questions: list[Question], env: RunningEnvironment, agent: AgentConfig, log_path: Path | None = None):
+    def __init__(
+        self, questions: list[Question], env: RunningEnvironment, agent: AgentConfig, log_path: Path | None = None,
+        vllm: Endpoint | None = None,
+    ):
         self.by_text = {q.question: q for q in questions}
+        self.vllm = vllm  # sample on this vLLM server instead of the trainer's model
         self.agent = agent
         self.env = env
         self.log_path = log_path
         self.last_seconds = 0.0
         self.last_stats: dict[str, float] = {}
+        self.run_exhausted = False  # some process's share of the run budget is spent: the run stops after this step
+        self.peer_ledgers: list[str] = []  # the other processes' run totals, as last reported
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
         """Episodes for one generation batch with the trainer's current weights."""
@@ -104,31 +150,46 @@ class Rollout:
             raise KeyError(f"rollout got a prompt that is not a training question: {missing[0][:80]!r}")
         questions = [self.by_text[t] for t in texts]
         ledger = self.env.tools.ledger
-        ledger.start_step(trainer.state.global_step + 1)
+        step = trainer.state.global_step + 1
+        ledger.start_step(step)
         started = time.perf_counter()
         model = trainer.model_wrapped
         was_training = model.training
-        if trainer.args.use_vllm:  # TRL synced the weights to its vLLM server before calling us
-            trajectories = self._episodes(vllm_policy(trainer.args, trainer.processing_class), questions, texts)
+        if self.vllm is not None:  # TRL synced the weights to the server before calling us
+            trajectories = self._episodes(vllm_policy(self.vllm, trainer.processing_class), questions, texts)
         else:
             with unwrap_model_for_generation(
                 model, trainer.accelerator, gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs
             ) as unwrapped:
                 trajectories = self._episodes(HFPolicy(unwrapped, trainer.processing_class, len(prompts)), questions, texts)
             model.train(was_training)
-        self.last_seconds = time.perf_counter() - started
-        self.last_stats = {**batch_stats(trajectories, self.last_seconds), **ledger.metrics()}
-        self._log(trajectories, trainer.state.global_step)
+        records = [trajectory_record(t, step=step, rank=ranks.rank()) for t in trajectories]
+        share = Share(records, time.perf_counter() - started, ledger.metrics(), ledger.to_json(), ledger.run_exhausted)
+        self._report(ranks.gather(share))
         return to_trl(trajectories)
+
+    def ledger_json(self) -> str:
+        """The run's spend so far: this process's ledger plus the others' last reported totals."""
+        return merged([self.env.tools.ledger.to_json(), *self.peer_ledgers])
 
     def _episodes(self, policy: Policy, questions: list[Question], texts: list[str]) -> list[Trajectory]:
         """All episodes of the batch with `policy`, which is closed afterwards."""
         try:
-            return self.env.episodes(questions, policy, self.agent, sample_indices(texts))
+            return self.env.episodes(questions, policy, self.agent, batch_sample_indices(texts))
         finally:
             self.env.loop.run(policy.aclose())
 
-    def _log(self, trajectories: list[Trajectory], step: int) -> None:
-        """Append one JSON line per trajectory."""
-        if self.log_path is not None:
-            write_records(self.log_path, trajectories, append=True, step=step + 1)
+    def _report(self, shares: list[Share]) -> None:
+        """Stats over every process's episodes; main appends one JSON line per trajectory, numbered as it was seeded."""
+        records = [r for share in shares for r in share.records]
+        self.last_seconds = max(share.seconds for share in shares)
+        self.last_stats = {**batch_stats(records, self.last_seconds), **web_totals([share.web for share in shares])}
+        if self.vllm is not None:
+            self.last_stats.update(self.vllm.stats)
+        self.run_exhausted = any(share.run_exhausted for share in shares)
+        self.peer_ledgers = [share.ledger for rank, share in enumerate(shares) if rank != ranks.rank()]
+        if self.log_path is not None and ranks.is_main():
+            samples = sample_indices([r["question"] for r in records])
+            with self.log_path.open("a") as f:
+                for record, sample in zip(records, samples):
+                    f.write(json.dumps({"step": record["step"], "sample": sample, **record}) + "\n")

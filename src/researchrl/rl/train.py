@@ -2,15 +2,21 @@
 
 A run directory holds everything: config.toml (resolved; `--resume` and `eval --run` reload it), sft/ (warm-up
 data and model), grpo/ (TRL checkpoints, final model), trajectories.jsonl (every GRPO rollout), metrics.jsonl
-(every step), eval.json (held-out results before / after the warm-up / after GRPO), eval_<phase>.jsonl (held-out
-trajectories), curves.png. A run stopped
-at any point resumes with `--resume RUN_DIR`: finished phases are skipped, GRPO continues from its last checkpoint.
+(every step), ledger.json (web spend), eval.json (held-out results before / after the warm-up / after GRPO),
+eval_<phase>.jsonl (held-out trajectories), curves.png. A run stopped at any point resumes with `--resume RUN_DIR`:
+finished phases are skipped, GRPO continues from its last complete checkpoint (log lines of later steps are dropped,
+as those steps run again), and a raised max_steps trains a finished run on.
+
+Several processes (`accelerate launch --multi_gpu --num_processes N -m researchrl.cli train ...`; `ranks`): each
+opens its own environment and runs its share of every GRPO step's episodes; main alone writes the run directory
+(TRL saves checkpoints on main). Held-out evaluations and the expert's demonstrations run on main while the others
+wait at a barrier; the SFT warm-up and GRPO run on every process together (DDP). Web spend across them: `spend`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +27,9 @@ from researchrl.environment import EnvConfig, RunningEnvironment
 from researchrl.errors import ConfigError, UserError
 from researchrl.eval.runner import evaluate
 from researchrl.records import write_records
+from researchrl.rl import ranks
 from researchrl.rl.config import TrainConfig
+from researchrl.rl.spend import merged, process_env
 from researchrl.types import Question
 
 PHASES = ("before", "after_sft", "after")
@@ -33,7 +41,7 @@ class BudgetStop(UserError):
 
 def env_config(cfg: TrainConfig, run_dir: Path | None = None) -> EnvConfig:
     """The run's environment; with `run_dir`, spend is counted on from the run's ledger.json (a resumed run keeps its budget)."""
-    return cfg.env if run_dir is None else dataclasses.replace(cfg.env, ledger_path=run_dir / "ledger.json")
+    return cfg.env if run_dir is None else process_env(cfg.env, run_dir / "ledger.json")
 
 
 def split(questions: list[Question], heldout: int) -> tuple[list[Question], list[Question]]:
@@ -44,20 +52,49 @@ def split(questions: list[Question], heldout: int) -> tuple[list[Question], list
 
 
 def last_checkpoint(grpo_dir: Path) -> str | None:
-    """The newest TRL checkpoint directory, if any."""
-    found = sorted(grpo_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    """The newest complete TRL checkpoint directory, if any (trainer_state.json is the last file a save writes)."""
+    found = [p for p in grpo_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    found.sort(key=lambda p: int(p.name.split("-")[1]))
     return str(found[-1]) if found else None
 
 
+def trained_steps(checkpoint: str | None) -> int:
+    """The optimizer steps a checkpoint holds (0 without one)."""
+    return 0 if checkpoint is None else int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
+
+
+def drop_steps_after(log: Path, step: int) -> None:
+    """Keep a step log's lines up to `step`: a resumed run writes later steps again (a line cut by a kill goes too)."""
+    if not log.exists():
+        return
+    kept = []
+    for line in log.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except ValueError:
+            continue
+    tmp = log.with_name(log.name + ".partial")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, log)
+
+
 class Run:
-    """One training run's directory and phases; each phase is skipped when its output already exists."""
+    """One training run's directory and phases; each phase is skipped when its output already exists.
+
+    Every process builds the Run and calls each phase; main alone writes, and each phase ends at a barrier.
+    """
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, say: Callable[[str], None] = print):
         self.cfg = cfg
         self.dir = run_dir
-        self.say = say
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "config.toml").write_text(cfg.to_toml())
+        self.say = say if ranks.is_main() else lambda line: None
+        self.threads = ranks.cpu_threads(cfg.threads)
+        self.peer_ledgers: list[str] = []  # the other processes' spend, as GRPO last reported it
+        if ranks.is_main():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "config.toml").write_text(cfg.to_toml())
+        ranks.barrier()
         self.results: dict[str, Any] = json.loads(self.eval_path.read_text()) if self.eval_path.exists() else {}
 
     @property
@@ -66,51 +103,67 @@ class Run:
         return self.dir / "eval.json"
 
     def evaluate(self, phase: str, model_path: str, questions: list[Question], env: RunningEnvironment) -> None:
-        """Greedy held-out episodes with the model at `model_path`; results saved at once."""
+        """Greedy held-out episodes with the model at `model_path`, on main while the others wait; results saved at once."""
         from researchrl.policy.hf import HFPolicy
 
-        if phase in self.results or not questions:
-            return
-        started = time.perf_counter()
-        policy = HFPolicy.load(model_path, threads=self.cfg.threads, max_batch=len(questions))
-        try:
-            summary, trajectories = evaluate(policy, questions, env, self.cfg.greedy_agent())
-        finally:
-            env.loop.run(policy.aclose())
-        write_records(self.dir / f"eval_{phase}.jsonl", trajectories, append=False, phase=phase)
-        self.results[phase] = {**summary.as_dict(), "seconds": round(time.perf_counter() - started, 1)}
-        self.eval_path.write_text(json.dumps(self.results, indent=2))
-        self.say(f"eval {phase}: reward {summary.reward:.3f}, f1 {summary.f1:.3f}, format errors "
-                 f"{summary.format_error_rate:.0%}, tool calls {summary.tool_call_rate:.0%} ({self.results[phase]['seconds']} s)")
+        if ranks.is_main() and phase not in self.results and questions:
+            started = time.perf_counter()
+            policy = HFPolicy.load(model_path, threads=self.threads, max_batch=len(questions))
+            try:
+                summary, trajectories = evaluate(policy, questions, env, self.cfg.greedy_agent())
+            finally:
+                env.loop.run(policy.aclose())
+            write_records(self.dir / f"eval_{phase}.jsonl", trajectories, append=False, phase=phase)
+            self.results[phase] = {**summary.as_dict(), "seconds": round(time.perf_counter() - started, 1)}
+            self.eval_path.write_text(json.dumps(self.results, indent=2))
+            self.save_ledger(env)
+            self.say(f"eval {phase}: reward {summary.reward:.3f}, f1 {summary.f1:.3f}, format errors "
+                     f"{summary.format_error_rate:.0%}, tool calls {summary.tool_call_rate:.0%} ({self.results[phase]['seconds']} s)")
+        ranks.barrier()
+
+    def save_ledger(self, env: RunningEnvironment) -> None:
+        """ledger.json: this process's spend plus the other processes' last reported spend (main only)."""
+        if ranks.is_main():
+            (self.dir / "ledger.json").write_text(merged([env.tools.ledger.to_json(), *self.peer_ledgers]))
 
     def warm_up(self, base: str, questions: list[Question], env: RunningEnvironment) -> Path:
-        """Expert demonstrations on training questions, then SFT; returns the warmed-up model."""
-        from transformers import AutoTokenizer
-
-        from researchrl.policy.tokenizers import HFChatTokenizer
-        from researchrl.rl.expert import demonstrations
-        from researchrl.rl.sft import read_rows, sft_rows, warm_up, write_rows
+        """Expert demonstrations on training questions (main), then SFT (every process); returns the warmed-up model."""
+        from researchrl.rl.sft import read_rows, warm_up
 
         out = self.dir / "sft"
         if (out / "model" / "config.json").exists():
             return out / "model"
-        out.mkdir(exist_ok=True)
         data = out / "demonstrations.jsonl"
-        if data.exists():
-            rows = read_rows(data)
-        else:
-            tokenizer = HFChatTokenizer(AutoTokenizer.from_pretrained(base))
-            demos = demonstrations(questions, tokenizer, env, self.cfg.greedy_agent(), self.cfg.sft_examples)
-            rows = sft_rows(demos)
-            write_rows(rows, data)
+        if ranks.is_main() and not data.exists():
+            self.demonstrate(base, questions, env, data)
+        ranks.barrier()
+        rows = read_rows(data)
         self.say(f"warm-up: {len(rows)} expert trajectories, {sum(len(r['input_ids']) for r in rows)} tokens")
         started = time.perf_counter()
         model, history = warm_up(base, rows, out, self.cfg.sft_epochs, self.cfg.sft_learning_rate,
                                  micro_batch=self.cfg.micro_batch, seed=self.cfg.agent.seed,
                                  gradient_checkpointing=self.cfg.gradient_checkpointing)
-        (out / "log_history.json").write_text(json.dumps(history, indent=1))
+        if ranks.is_main():
+            (out / "log_history.json").write_text(json.dumps(history, indent=1))
+        ranks.barrier()  # main saved the model before anyone loads it
         self.say(f"warm-up done in {time.perf_counter() - started:.0f} s")
         return model
+
+    def demonstrate(self, base: str, questions: list[Question], env: RunningEnvironment, data: Path) -> None:
+        """The scripted expert's trajectories as SFT token rows in `data` (written whole, then renamed into place)."""
+        from transformers import AutoTokenizer
+
+        from researchrl.policy.tokenizers import HFChatTokenizer
+        from researchrl.rl.expert import demonstrations
+        from researchrl.rl.sft import sft_rows, write_rows
+
+        data.parent.mkdir(parents=True, exist_ok=True)
+        tokenizer = HFChatTokenizer(AutoTokenizer.from_pretrained(base))
+        demos = demonstrations(questions, tokenizer, env, self.cfg.greedy_agent(), self.cfg.sft_examples)
+        tmp = data.with_name(data.name + ".partial")
+        write_rows(sft_rows(demos), tmp)
+        os.replace(tmp, data)
+        self.save_ledger(env)
 
     def warm_up_from(self, model: str) -> Path:
         """The warm-up on its own (`researchrl sft`): opens the sandbox, runs the expert unless data exists."""
@@ -124,26 +177,47 @@ class Run:
             env.close()
 
     def grpo(self, start: Path, questions: list[Question], env: RunningEnvironment) -> Path:
-        """GRPO from the warmed-up model, resuming from the newest checkpoint if there is one."""
+        """GRPO from the warmed-up model up to max_steps, resuming from the newest complete checkpoint if there is one."""
         from researchrl.rl.grpo import run_grpo
         from researchrl.rl.rollout import Rollout
+        from researchrl.rl.vllm_sync import rollout_server
 
         out = self.dir / "grpo"
-        if (out / "model" / "config.json").exists():
+        checkpoint = last_checkpoint(out)
+        if (out / "model" / "config.json").exists() and (checkpoint is None or trained_steps(checkpoint) >= self.cfg.max_steps):
             return out / "model"
-        rollout = Rollout(questions, env, self.cfg.agent, log_path=self.dir / "trajectories.jsonl")
-        return run_grpo(str(start), questions, rollout, self.cfg, out, self.dir / "metrics.jsonl", resume=last_checkpoint(out))
+        if ranks.is_main():
+            for log in ("trajectories.jsonl", "metrics.jsonl"):
+                drop_steps_after(self.dir / log, trained_steps(checkpoint))
+            if self.results.pop("after", None) is not None:  # a finished run trained on: its last evaluation is stale
+                self.eval_path.write_text(json.dumps(self.results, indent=2))
+        ranks.barrier()
+        with rollout_server(self.cfg, str(start), self.dir) as (endpoint, server):
+            rollout = Rollout(questions, env, self.cfg.agent, log_path=self.dir / "trajectories.jsonl", vllm=endpoint)
+            final = run_grpo(str(start), questions, rollout, self.cfg, out, self.dir / "metrics.jsonl",
+                             resume=checkpoint, server=server)
+        self.peer_ledgers = rollout.peer_ledgers
+        ranks.barrier()  # main saved the final model before anyone evaluates it
+        return final
 
 
 def train(cfg: TrainConfig, run_dir: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """The whole recipe; returns eval.json's content."""
+    """The whole recipe, on every process of a launch; returns eval.json's content."""
     from researchrl.policy.embedded import check_model
     from researchrl.rl.plot import plot_run
+    from researchrl.rl.vllm_sync import check_vllm, resolve_engine
 
     train_qs, held = split(load_questions(cfg.questions), cfg.heldout)  # a bad file or model fails before the run dir
     held = held[: cfg.eval_questions]
     base = check_model(cfg.model)
+    cfg = resolve_engine(cfg)  # the run's config.toml records the engine it used
+    check_vllm(cfg)
     run = Run(cfg, run_dir, say)
+    run.say(f"GRPO rollouts on {'a vLLM server' if cfg.use_vllm else 'transformers'} (use_vllm = {str(cfg.use_vllm).lower()})")
+    if ranks.launched():
+        import torch
+
+        torch.set_num_threads(run.threads)  # each process trains on its share of the cores
     env = RunningEnvironment(env_config(cfg, run_dir), cfg.agent.protocol)
     try:
         run.evaluate("before", base, held, env)
@@ -154,5 +228,6 @@ def train(cfg: TrainConfig, run_dir: Path, say: Callable[[str], None] = print) -
         run.evaluate("after", str(final), held, env)
     finally:
         env.close()
-    plot_run(run_dir / "metrics.jsonl", run_dir / "curves.png")
-    return run.results
+    if ranks.is_main():
+        plot_run(run_dir / "metrics.jsonl", run_dir / "curves.png")
+    return ranks.broadcast(run.results)

@@ -115,7 +115,7 @@ class SQLiteStore:
         self._db = db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
         try:
             db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            db.execute("PRAGMA journal_mode = WAL")
+            self._switch_to_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes, fast commits
             with self._write() as tx:
                 for statement in _SQLITE_SCHEMA.split(";\n"):
@@ -124,6 +124,21 @@ class SQLiteStore:
         except BaseException:
             self._close()
             raise
+
+    def _switch_to_wal(self, db: sqlite3.Connection) -> None:
+        """WAL mode, retried until the busy timeout: SQLite refuses the switch at once, without its busy handler,
+        while another process is opening (or writing) the same fresh file."""
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.2)
 
     def _close(self) -> None:
         if self._db is not None:
