@@ -162,6 +162,7 @@ def train(
     import time
 
     from researchrl.config import parse_sets
+    from researchrl.rl import ranks
     from researchrl.rl.config import load_config, resume_config
     from researchrl.rl.train import train as run_training
 
@@ -177,8 +178,6 @@ def train(
             if output_dir is not None:
                 overrides = {**overrides, "output_dir": str(output_dir)}
             cfg = load_config(preset, config, overrides)
-            from researchrl.rl import ranks
-
             run_dir = cfg.output_dir / ranks.broadcast(time.strftime("%Y%m%d-%H%M%S"))  # main's clock names it for every process
         if dry_run:
             from rich.markup import escape
@@ -193,8 +192,6 @@ def train(
             console.print("[yellow]the paper preset needs GPUs and a vLLM server: see README 'Scale out' for the launch command[/]")
         console.print(f"run directory: [bold]{run_dir}[/]")
         results = run_training(cfg, run_dir, say=lambda line: console.print(f"[cyan]▸[/] {line}"))
-    from researchrl.rl import ranks
-
     if not ranks.is_main():  # every process printed its run directory; the summary once
         return
     console.print_json(json.dumps(results))
