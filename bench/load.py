@@ -19,9 +19,6 @@ import asyncio
 import json
 import os
 import random
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,37 +29,16 @@ import psutil
 
 from researchrl.data.load import load_questions
 from researchrl.environment import EnvConfig, open_environment
+from researchrl.policy.vllm_server import free_port
 from researchrl.sandbox.config import shared_data_dir
 from researchrl.sandbox.faults import FaultConfig
+from researchrl.sandbox.server import spawn_sandbox
 from researchrl.tools.base import EpisodeState
 from researchrl.types import ToolCall
 from researchrl.web.http import FetchConfig
 
 HERE = Path(__file__).parent
 MEDIAN_MS, P99_MS = 300.0, 3000.0
-
-
-def free_port() -> int:
-    """A free loopback port for the sandbox process."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_sandbox(port: int, seed: int) -> subprocess.Popen:
-    """`researchrl sandbox serve` with the bench's latency, in its own process; returns once it answers."""
-    cmd = [sys.executable, "-m", "researchrl.cli", "sandbox", "serve", "--port", str(port), "--seed", str(seed),
-           "--latency-ms", str(MEDIAN_MS), "--latency-p99-ms", str(P99_MS)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/_faults", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the sandbox did not start")
 
 
 def workload(n: int, seed: int) -> list[ToolCall]:
@@ -124,7 +100,7 @@ def main() -> None:
     settings = {"calls": args.calls, "latency_median_ms": MEDIAN_MS, "latency_p99_ms": P99_MS, "ray_workers": args.ray_workers}
     for executor in args.executors.split(","):
         port = free_port()
-        server = start_sandbox(port, args.seed)
+        server = spawn_sandbox(port, args.seed, "--latency-ms", str(MEDIAN_MS), "--latency-p99-ms", str(P99_MS))
         try:
             base = f"http://127.0.0.1:{port}"
             cpu = time.process_time()

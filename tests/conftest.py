@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from researchrl.sandbox.config import shared_data_dir
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no secret registered by an earlier one (the registry is process-wide by design)."""
+    from researchrl.web import redact
+
+    monkeypatch.setattr(redact, "_registered", ())
 
 
 @pytest.fixture(scope="session")
@@ -39,38 +43,8 @@ def smol_tokenizer():  # noqa: ANN201
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real redis-server on a free loopback port, no persistence; stopped when the session ends."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("redis-server is not on PATH; install it (apt-get install redis-server): the Redis tests need a real one")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    server = RedisServer().start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"redis-server did not answer PING on port {port}: {log.read().decode()[-500:]}")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        server.stop()

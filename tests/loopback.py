@@ -75,7 +75,7 @@ class Reply:
     status: int = 200
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
-    raw: str | None = None  # sent as a text/plain body instead of a completion
+    raw: str | bytes | None = None  # sent as is instead of a completion (text/plain unless `headers` says otherwise)
 
 
 def chat_response(reply: Reply, request: Request, model: str) -> Response:

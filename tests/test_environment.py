@@ -17,6 +17,7 @@ from researchrl.errors import ConfigError
 from researchrl.policy.scripted import ScriptedPolicy
 from researchrl.policy.tokenizers import ByteChatTokenizer
 from researchrl.records import trajectory_record
+from researchrl.tools.base import Toolset
 from researchrl.sandbox.server import SandboxServer
 from researchrl.types import Question, Trajectory
 from researchrl.web.cached import ReplayMiss
@@ -49,7 +50,7 @@ def test_a_recorded_run_replays_offline_to_identical_trajectories(tmp_path, ques
     recording = str(tmp_path / "web.sqlite")
     with SandboxServer() as reader_server:  # the sandbox's OpenAI-compatible reader stands in for the paper's qwen-plus
         recorded_env = EnvConfig(
-            web="record", cache=recording, sandbox_faults=0.25, sandbox_seed=3, search_timeout=0.5, search_retry=FAST,
+            web="record", cache=recording, sandbox_faults=0.5, sandbox_seed=3, search_timeout=0.5, search_retry=FAST,
             fetch=FetchConfig(connect_timeout=0.5, read_timeout=0.5, deadline=3.0, retry=FAST),
             reader="llm", reader_url=f"{reader_server.url}/v1", reader_model="sandbox-reader",
         )
@@ -72,8 +73,11 @@ def test_a_recorded_run_replays_offline_to_identical_trajectories(tmp_path, ques
 def test_replay_fails_loudly_on_a_miss_naming_the_key(tmp_path, questions) -> None:  # noqa: ANN001
     recording = str(tmp_path / "web.sqlite")
     asyncio.run(episodes(EnvConfig(web="record", cache=recording), questions[:1]))
-    with pytest.raises(ReplayMiss, match=f'search sandbox "{re.escape(questions[1].question.lower())}"'):
+    key = rf'search sandbox@http://127\.0\.0\.1:\d+ "{re.escape(questions[1].question.lower())}"'  # the recorded sandbox
+    with pytest.raises(ReplayMiss, match=key):
         asyncio.run(episodes(EnvConfig(web="replay", cache=recording), questions[1:2]))
+    with pytest.raises(ReplayMiss, match="the sandbox's address"):  # a recording of no sandbox run
+        asyncio.run(episodes(EnvConfig(web="replay", cache=str(tmp_path / "empty.sqlite")), questions[:1]))
 
 
 def test_the_llm_reader_with_no_url_offline_is_the_in_process_sandbox_reader(questions) -> None:  # noqa: ANN001
@@ -121,8 +125,11 @@ def test_repeated_episodes_are_served_by_the_cache_and_counted_in_the_ledger(que
     assert second["web/cache_hit_rate"] > first["web/cache_hit_rate"]
 
 
-def test_a_redis_cache_is_shared_by_separate_environments(redis_url, questions) -> None:  # noqa: ANN001
-    env = EnvConfig(cache=redis_url)
+def test_a_redis_cache_is_shared_by_separate_environments(redis_url, questions, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("SERPER_API_KEY", "sandbox")  # one search endpoint both environments use: a sandbox speaking Serper
+    server = SandboxServer().start()
+    fetch = FetchConfig(allow_hosts=frozenset({f"{server.host}:{server.port}"}))
+    env = EnvConfig(search="serper", search_url=server.url, fetch=fetch, cache=redis_url)
 
     async def searches(tag: str) -> dict[str, float]:
         async with open_environment(env) as tools:
@@ -132,10 +139,42 @@ def test_a_redis_cache_is_shared_by_separate_environments(redis_url, questions) 
             ))
             return tools.ledger.metrics()
 
-    asyncio.run(searches("first"))
-    second = asyncio.run(searches("second"))  # a new environment: new sandbox, new process-local state
-    assert second.get("web/calls/search/sandbox", 0) == 0
-    assert second["web/hits/search/sandbox"] == 4
+    try:
+        asyncio.run(searches("first"))
+        second = asyncio.run(searches("second"))  # a new environment: new clients, new process-local state
+    finally:
+        server.stop()
+    assert second.get("web/calls/search/serper", 0) == 0
+    assert second["web/hits/search/serper"] == 4
+
+
+def test_two_sandboxes_sharing_one_cache_file_each_search_their_own(tmp_path, questions) -> None:  # noqa: ANN001
+    """Two evals on one SQLite file, the second starting once the first has cached its searches: each sandbox (same
+    provider name, its own port) answers its own, so every hit points at pages the eval may browse (else ssrf_refused)."""
+    env = EnvConfig(cache=str(tmp_path / "web.sqlite"))
+
+    async def evaluate(tools: Toolset) -> tuple[str, list[Trajectory], dict[str, float]]:
+        done = await asyncio.gather(*(
+            run_episode(q, ScriptedPolicy(expert(q.answers[0]), ByteChatTokenizer()), tools, AgentConfig())
+            for q in questions[:4]
+        ))
+        sandbox = tools.tools["web_search"].backend.cache_id.removeprefix("sandbox@")  # type: ignore[attr-defined]
+        return sandbox, list(done), tools.ledger.metrics()
+
+    async def one_after_the_other() -> list[tuple[str, list[Trajectory], dict[str, float]]]:
+        async with open_environment(env) as first:  # still open: the second sandbox gets another port
+            done = [await evaluate(first)]
+            async with open_environment(env) as second:
+                return [*done, await evaluate(second)]
+
+    runs = asyncio.run(one_after_the_other())
+    assert runs[0][0] != runs[1][0]
+    for sandbox, trajectories, spend in runs:
+        assert spend["web/calls/search/sandbox"] == 4  # nothing answered from the other's entries
+        calls = [c for t in trajectories for c in t.tool_calls if c.name == "browse_webpage"]
+        browsed = [url for c in calls for url in c.arguments["url_list"]]
+        assert len(browsed) == 4 and all(url.startswith(sandbox + "/wiki/") for url in browsed)
+        assert [e for t in trajectories for e in t.tool_errors] == []
 
 
 def test_a_step_budget_answers_with_budget_observations_and_episodes_finish(questions) -> None:  # noqa: ANN001

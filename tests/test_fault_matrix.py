@@ -87,8 +87,8 @@ CELLS = [
     Cell("search", "connect_timeout", "timeout", True),
     Cell("search", "timeout", "timeout", True),
     Cell("search", "truncated", "network", True),
-    Cell("search", "garbage_json", "bad_response", False),
-    Cell("search", "captcha", "bad_response", False),
+    Cell("search", "garbage_json", "bad_response", True),  # a 200 that is not JSON: the next answer may be real
+    Cell("search", "captcha", "bad_response", True),
     Cell("fetch", "http_429", "http_429", True),
     Cell("fetch", "http_500", "http_500", True),
     Cell("fetch", "connect_timeout", "timeout", True),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -12,9 +13,11 @@ import typer
 from rich.console import Console
 
 from researchrl import options
+from researchrl.bounds import MAX_QUESTION_CHARS, check_size
 from researchrl.config import nest
 from researchrl.environment import SEARCH_NAMES
 from researchrl.errors import ConfigError
+from researchrl.outputs import check_dir, check_file, removed_on_failure
 from researchrl.resolve import AGENT_FLAGS
 
 app = typer.Typer(
@@ -86,6 +89,9 @@ def ask(
     apply = applied(ctx, [*ASK_FLAGS, "model"], over_base=run is not None or config is not None)
     flags = {ASK_FLAGS[name]: value for name, value in values.items() if value is not None and name in apply}
     with options.exit_on_known():
+        check_size("the question", len(question), MAX_QUESTION_CHARS)
+        if save is not None:
+            check_file(save, "--save")  # before the episode, so its result is not lost
         if protocol not in ("deepresearcher", "search_r1"):
             raise ConfigError(f"--protocol must be deepresearcher or search_r1, not {protocol!r}")
         chosen = resolve(run, phase, config, nest(flags), set_, model if "model" in apply else None)
@@ -93,12 +99,13 @@ def ask(
             _ask(question, gold, chosen.model, base_url, api_key_env, tokenizer, threads, chosen.env, chosen.agent)
         )
     from researchrl.display import print_trajectory, web_summary
+    from researchrl.web.redact import scrub
 
     print_trajectory(console, trajectory)
     console.print(web_summary(spend))
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
-        save.write_text(json.dumps(asdict(trajectory), default=str, indent=1))
+        save.write_text(json.dumps(scrub(asdict(trajectory)), default=str, indent=1))  # no key, even one a provider echoed
         console.print(f"saved {save}")
 
 
@@ -178,6 +185,7 @@ def train(
             if output_dir is not None:
                 overrides = {**overrides, "output_dir": str(output_dir)}
             cfg = load_config(preset, config, overrides)
+            check_dir(cfg.output_dir, "--output-dir")
             run_dir = cfg.output_dir / ranks.broadcast(time.strftime("%Y%m%d-%H%M%S"))  # main's clock names it for every process
         if dry_run:
             from rich.markup import escape
@@ -191,7 +199,9 @@ def train(
         if cfg.preset == "paper":
             console.print("[yellow]the paper preset needs GPUs and a vLLM server: see README 'Scale out' for the launch command[/]")
         console.print(f"run directory: [bold]{run_dir}[/]")
-        results = run_training(cfg, run_dir, say=lambda line: console.print(f"[cyan]▸[/] {line}"))
+        # a run that fails before any phase wrote a result leaves no directory (only main writes it)
+        with removed_on_failure(run_dir, {"config.toml"}) if ranks.is_main() else contextlib.nullcontext():
+            results = run_training(cfg, run_dir, say=lambda line: console.print(f"[cyan]▸[/] {line}"))
     if not ranks.is_main():  # every process printed its run directory; the summary once
         return
     console.print_json(json.dumps(results))

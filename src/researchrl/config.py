@@ -2,8 +2,8 @@
 
 A field that is itself a dataclass is a TOML table (`[env]`, `[agent.sampling]`); every other field is a value.
 Fields marked `RUNTIME` are state a command fills in (a ledger path, a turn's stop strings) and are never read or
-written. Every mistake (an unknown key or section, a value of the wrong type) is a one-line `ConfigError` naming
-the valid choices.
+written. Every mistake (an unknown key or section, a value of the wrong type or out of its range in
+`bounds.RANGES`) is a one-line `ConfigError` naming the valid choices.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from researchrl.bounds import MAX_CONFIG_BYTES, check_range, check_size
 from researchrl.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -48,6 +49,7 @@ def merge(obj: T, data: Mapping[str, Any], where: str = "") -> T:
             changes[key] = merge(getattr(obj, key), value, f"{name}.")
         else:
             changes[key] = coerce(kind, value, name)
+            check_range(name, changes[key])
     try:
         return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
     except ValueError as err:  # a dataclass's own __post_init__ check
@@ -160,16 +162,22 @@ def to_dict(obj: Any) -> dict[str, Any]:  # noqa: ANN401
 
 
 def to_toml(obj: Any, header: str = "") -> str:  # noqa: ANN401
-    """`obj` as a TOML document (values first, then one table per section), behind an optional comment header."""
+    """`obj` as a TOML document (values first, then one table per section), behind an optional comment header.
+
+    Secrets (a Redis password in a cache URL, a key in a URL's query) are written "[redacted]": keys live in env vars.
+    """
     import tomli_w
 
+    from researchrl.web.redact import scrub
+
     comment = "".join(f"# {line}\n" for line in header.splitlines())
-    return comment + tomli_w.dumps(to_dict(obj))
+    return comment + tomli_w.dumps(scrub(to_dict(obj)))
 
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file as a mapping; an unreadable or malformed file is a ConfigError naming it."""
     try:
+        check_size(f"config file {path}", Path(path).stat().st_size, MAX_CONFIG_BYTES, "bytes", ConfigError)
         return tomllib.loads(Path(path).read_text())
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from researchrl.types import Answer, FormatError, ToolCall, Trajectory
+from researchrl.web.redact import redact
 
 _THINK = re.compile(r"<think>(.*?)(</think>|$)", re.DOTALL)
 
@@ -20,20 +21,25 @@ def _think(text: str) -> str:
     return (match.group(1) if match else text).strip()
 
 
+def _text(text: str) -> Text:
+    """Model and provider text as the console shows it: redacted, so no key is ever printed."""
+    return Text(redact(text))
+
+
 def print_trajectory(console: Console, trajectory: Trajectory, max_observation_chars: int = 1500) -> None:
     """Print the episode turn by turn (observations shortened) and a summary table."""
-    console.print(Panel(trajectory.question.question, title="question", border_style="bold"))
+    console.print(Panel(_text(trajectory.question.question), title="question", border_style="bold"))
     for n, turn in enumerate(trajectory.turns, 1):
-        console.print(Panel(Text(_think(turn.text)), title=f"turn {n} · think", border_style="dim"))
+        console.print(Panel(_text(_think(turn.text)), title=f"turn {n} · think", border_style="dim"))
         action = turn.action
         if isinstance(action, ToolCall):
-            console.print(Panel(Text(f"{action.name}({action.arguments})"), title="tool call", border_style="cyan"))
+            console.print(Panel(_text(f"{action.name}({action.arguments})"), title="tool call", border_style="cyan"))
         elif isinstance(action, Answer):
-            console.print(Panel(Text(action.text), title="answer", border_style="green"))
+            console.print(Panel(_text(action.text), title="answer", border_style="green"))
         elif isinstance(action, FormatError):
-            console.print(Panel(Text(f"{action.reason}\n\n{turn.text}"), title="format error", border_style="red"))
+            console.print(Panel(_text(f"{action.reason}\n\n{turn.text}"), title="format error", border_style="red"))
         if turn.observation is not None:
-            obs = turn.observation.text
+            obs = redact(turn.observation.text)  # before the cut, so no piece of a key is kept
             shown = obs if len(obs) <= max_observation_chars else obs[:max_observation_chars] + " …"
             errors = f" · errors: {', '.join(turn.observation.errors)}" if turn.observation.errors else ""
             console.print(Panel(Text(shown), title=f"observation{errors}", border_style="yellow"))
@@ -55,7 +61,7 @@ def summary_table(trajectory: Trajectory) -> Table:
         ("tokens", f"{len(trajectory.prompt_ids)} prompt + {len(trajectory.completion_ids)} completion ({sum(trajectory.mask)} sampled)"),
     ]
     for key, value in rows:
-        table.add_row(Text(key, style="bold"), Text(value))
+        table.add_row(Text(key, style="bold"), _text(value))
     return table
 
 

@@ -29,6 +29,10 @@ SEARCH_NAMES: tuple[str, ...] = ("sandbox", "local", "serper", "brave", "searxng
 WEB_MODES: tuple[str, ...] = ("live", "cache", "record", "replay")
 DEFAULT_CACHE = Path.home() / ".cache" / "researchrl" / "web.sqlite"
 SANDBOX_READER_ID = "http://sandbox"  # the sandbox reader's endpoint in cache keys: its port changes every run
+SEARCH_URLS = {  # each hosted provider's public API, unless --search-url names another
+    "serper": "https://google.serper.dev", "brave": "https://api.search.brave.com", "tavily": "https://api.tavily.com",
+}
+SANDBOX_NOTE = ("meta", "sandbox_url")  # where a recording notes its sandbox's address, so a replay keys searches alike
 
 
 @dataclass(frozen=True)
@@ -87,26 +91,50 @@ class EnvConfig:
 def _backend(cfg: EnvConfig, name: str, sandbox_url: str | None):  # noqa: ANN202
     """The search backend named `name`; keys are read from the environment by each client."""
     limits = {"timeout": cfg.search_timeout, "retry": cfg.search_retry}
-    url = cfg.search_url if name == cfg.search else None  # --search-url belongs to the first provider
+    url = search_url(cfg, name, sandbox_url)
     if name in ("sandbox", "serper"):
         from researchrl.search.serper import SerperSearch
 
         if name == "sandbox":
-            return SerperSearch(api_key="sandbox", base_url=sandbox_url, **limits)
-        return SerperSearch(base_url=url or "https://google.serper.dev", **limits)
+            return SerperSearch(api_key="sandbox", base_url=url, **limits)
+        return SerperSearch(base_url=url, **limits)
     if name == "brave":
         from researchrl.search.brave import BraveSearch
 
-        return BraveSearch(base_url=url or "https://api.search.brave.com", **limits)
+        return BraveSearch(base_url=url, **limits)
     if name == "tavily":
         from researchrl.search.tavily import TavilySearch
 
-        return TavilySearch(base_url=url or "https://api.tavily.com", **limits)
+        return TavilySearch(base_url=url, **limits)
     if name == "searxng":
         from researchrl.search.searxng import SearxngSearch
 
         return SearxngSearch(base_url=url, **limits)
     raise ConfigError(f"unknown search backend {name!r}: choose one of {', '.join(SEARCH_NAMES)}")
+
+
+def search_url(cfg: EnvConfig, name: str, sandbox_url: str | None) -> str:
+    """A provider's endpoint: the sandbox's; --search-url for the first provider; else its public API ($SEARXNG_URL)."""
+    if name == "sandbox":
+        if sandbox_url is None:
+            raise ValueError("the sandbox's address is known once it runs (or from a recording)")
+        return sandbox_url
+    url = cfg.search_url if name == cfg.search else None  # --search-url belongs to the first provider
+    if name == "searxng":
+        from researchrl.search.http_api import env_or
+
+        return env_or(url, "SEARXNG_URL", name)  # SearXNG has no public API: MissingCredentials without one
+    return url or SEARCH_URLS[name]
+
+
+def search_cache_id(cfg: EnvConfig, sandbox_url: str | None) -> str:
+    """What keys cached searches: each provider of the chain at its endpoint (a sandbox's port included), or the corpus."""
+    from researchrl.web.cache import endpoint_id
+
+    if cfg.search == "local":
+        return f"local:{cfg.corpus.resolve() if cfg.corpus else ''}"
+    ids = [f"{name}@{endpoint_id(search_url(cfg, name, sandbox_url))}" for name in provider_names(cfg)]
+    return ids[0] if len(ids) == 1 else f"failover({'>'.join(ids)})"
 
 
 def _reader(cfg: EnvConfig, sandbox_url: str | None = None):  # noqa: ANN202
@@ -179,27 +207,30 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
     rate limit, budget, ledger) → the provider itself, local or on a Ray worker. Replay builds no upstream at all.
     """
     from researchrl.search.failover import FailoverSearch
-    from researchrl.web.cache import SingleFlight, open_store
+    from researchrl.web.cache import SingleFlight, open_reachable
     from researchrl.web.cached import Cached
     from researchrl.web.guard import Guarded
     from researchrl.web.kinds import PAGE, READ, SEARCH
     from researchrl.web.ledger import Ledger, Prices
     from researchrl.web.limits import Breakers, CircuitBreaker, RateLimit
+    from researchrl.web.store_guard import GuardedStore
 
     names = provider_names(cfg)
     async with contextlib.AsyncExitStack() as stack:
-        store = open_store(store_spec(cfg))
+        store = await open_reachable(store_spec(cfg))
         stack.push_async_callback(store.aclose)
         prices = Prices(dict(cfg.prices))
         if cfg.ledger_path is not None and cfg.ledger_path.exists():  # a resumed run keeps counting its spend
             ledger = Ledger.from_json(cfg.ledger_path.read_text(), prices, cfg.step_budget_usd, cfg.run_budget_usd)
         else:
             ledger = Ledger(prices, cfg.step_budget_usd, cfg.run_budget_usd)
+        if cfg.web in ("live", "cache"):  # a store failing mid-run costs hits, not episodes; a recording's must not
+            store = GuardedStore(store, ledger)
         breaker = {"failures": cfg.breaker_failures, "cooldown": cfg.breaker_cooldown}
         reader_provider = f"reader:{cfg.reader_name}"  # what the guard, the ledger and the cache count reads under
-        search = pages = reader = extract = None
+        search = pages = reader = extract = sandbox_url = None
         if cfg.web != "replay":
-            providers, pages, reader, extract = await _upstreams(cfg, stack)
+            providers, pages, reader, extract, sandbox_url = await _upstreams(cfg, stack)
             guarded = [
                 Guarded(
                     SEARCH,
@@ -222,7 +253,9 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
         if cfg.web != "live":
             flight = SingleFlight()
             chain = names[0] if len(names) == 1 else f"failover({'>'.join(names)})"
-            search = Cached(SEARCH, search, store, cfg.web, flight=flight, counter=ledger, provider=chain)
+            search_id = search_cache_id(cfg, await _noted_sandbox(cfg, store, sandbox_url))
+            search = Cached(SEARCH, search, store, cfg.web, flight=flight, counter=ledger, provider=chain,
+                            cache_id=search_id)
             pages = Cached(PAGE, pages, store, cfg.web, flight=flight, counter=ledger)
             llm = cfg.reader == "llm"  # the extractive reader is not cached: it is cheaper than a lookup
             reader = Cached(READ, reader, store, cfg.web, flight=flight, counter=ledger,
@@ -246,8 +279,27 @@ async def _reader_cache_id(cfg: EnvConfig) -> str:
     return reader.cache_id
 
 
-async def _upstreams(cfg: EnvConfig, stack: contextlib.AsyncExitStack) -> tuple[dict[str, Any], Any, Any, Any]:
-    """The raw providers, pages, reader and page extractor (None: in a thread here): local, or on Ray tool workers."""
+async def _noted_sandbox(cfg: EnvConfig, store: Any, running: str | None) -> str | None:  # noqa: ANN401
+    """The sandbox address searches are keyed by: this run's (noted when recording), or the one a recording noted."""
+    from researchrl.web.cached import ReplayMiss
+
+    if cfg.search != "sandbox":
+        return None
+    if cfg.web == "replay":
+        noted = await store.get(*SANDBOX_NOTE)
+        if noted is None:
+            raise ReplayMiss("the sandbox's address (the recording holds no sandbox run)")
+        return noted.decode()
+    if cfg.web == "record" and running is not None:
+        await store.put(*SANDBOX_NOTE, running.encode(), None)
+    return running
+
+
+async def _upstreams(
+    cfg: EnvConfig, stack: contextlib.AsyncExitStack
+) -> tuple[dict[str, Any], Any, Any, Any, str | None]:
+    """The raw providers, pages, reader, page extractor (None: in a thread here) and the sandbox's address (None: no
+    sandbox), local or on Ray tool workers."""
     fetch_cfg, sandbox_url = cfg.fetch, None
     if cfg.search == "sandbox":
         server = start_sandbox(cfg)
@@ -261,7 +313,7 @@ async def _upstreams(cfg: EnvConfig, stack: contextlib.AsyncExitStack) -> tuple[
         )
     factory = Upstreams(cfg, sandbox_url, fetch_cfg)
     if cfg.executor == "local":
-        return (*factory(), None)
+        return (*factory(), None, sandbox_url)
     from researchrl.distributed.tools import RayToolPool
     from researchrl.web.kinds import EXTRACT, PAGE, READ, SEARCH
 
@@ -270,7 +322,7 @@ async def _upstreams(cfg: EnvConfig, stack: contextlib.AsyncExitStack) -> tuple[
     stack.push_async_callback(pool.aclose)
     names = provider_names(cfg)
     providers = {name: pool.tool(SEARCH, name=name) for name in names}
-    return providers, pool.tool(PAGE), pool.tool(READ), pool.tool(EXTRACT).call
+    return providers, pool.tool(PAGE), pool.tool(READ), pool.tool(EXTRACT).call, sandbox_url
 
 
 def start_sandbox(cfg: EnvConfig):  # noqa: ANN201
@@ -312,7 +364,11 @@ class RunningEnvironment:
     def __init__(self, env: EnvConfig, protocol: str):
         self.loop = BackgroundLoop()
         self._context = open_environment(env, protocol)
-        self.tools: Toolset = self.loop.run(self._context.__aenter__())
+        try:
+            self.tools: Toolset = self.loop.run(self._context.__aenter__())
+        except BaseException:  # a cache or an endpoint that cannot open: no loop thread left behind
+            self.loop.close()
+            raise
 
     def episodes(
         self, questions: list[Question], policy: Policy, cfg: AgentConfig, sample_indices: list[int]

@@ -10,19 +10,25 @@ from rich.console import Console
 from rich.markup import escape
 
 from researchrl.errors import EnvironmentFault, UserError
+from researchrl.web.redact import guard_process, redact
 
 err_console = Console(stderr=True)
 
 
 def fail(message: str) -> typer.Exit:
-    """One clear red line (never wrapped) and exit code 2, for user mistakes and unreachable services."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # `pip install trl[vllm]` stays whole
+    """One clear red line (never wrapped, never holding a key) and exit code 2, for user mistakes and unreachable services."""
+    # soft_wrap: `pip install trl[vllm]` stays whole; emoji=False: "127.0.0.1:-1:" stays text, not a thumbs-down
+    err_console.print(f"[bold red]error:[/] {escape(redact(message))}", soft_wrap=True, emoji=False)
     return typer.Exit(code=2)
 
 
 @contextlib.contextmanager
 def exit_on_known() -> Iterator[None]:
-    """Turn a UserError, or an EnvironmentFault that reached the command, into one line and exit 2; bugs keep their traceback."""
+    """Turn a UserError, or an EnvironmentFault that reached the command, into one line and exit 2; bugs keep their traceback.
+
+    Every command runs inside: from its start, logs and tracebacks are redacted and keys in the environment are known.
+    """
+    guard_process()
     try:
         yield
     except (UserError, EnvironmentFault) as err:

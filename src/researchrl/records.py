@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from researchrl.types import Answer, FormatError, ToolCall, Trajectory
+from researchrl.web.redact import scrub
 
 
 def trajectory_record(trajectory: Trajectory, **extra: Any) -> dict[str, Any]:
-    """Question, every turn (text, action, observation), reward parts and token counts."""
+    """Question, every turn (text, action, observation), reward parts and token counts; every string redacted."""
     turns = []
     for turn in trajectory.turns:
         action = turn.action
@@ -28,7 +29,7 @@ def trajectory_record(trajectory: Trajectory, **extra: Any) -> dict[str, Any]:
             row["observation_tokens"] = len(turn.observation_ids)
         turns.append(row)
     reward = trajectory.reward
-    return {
+    return scrub({
         **extra,
         "question_id": trajectory.question.id,
         "question": trajectory.question.question,
@@ -47,7 +48,7 @@ def trajectory_record(trajectory: Trajectory, **extra: Any) -> dict[str, Any]:
         "sampled_tokens": sum(trajectory.mask),
         "tokens_sha256": tokens_digest(trajectory),
         "turns": turns,
-    }
+    })
 
 
 def tokens_digest(trajectory: Trajectory) -> str:

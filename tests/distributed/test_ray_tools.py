@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
+import signal
 import socket
 import sys
 import time
@@ -190,7 +192,8 @@ async def test_a_slow_call_becomes_worker_timeout(faulty_pool: RayToolPool, faul
     assert time.monotonic() - start < 1.9, "well before the 2 s answer"
 
 
-async def test_a_killed_worker_gives_worker_lost_then_is_replaced(faulty: tuple[SandboxServer, ...]) -> None:
+@pytest.mark.parametrize("how", ["ray.kill", "SIGKILL"])
+async def test_a_killed_worker_gives_worker_lost_then_is_replaced(faulty: tuple[SandboxServer, ...], how: str) -> None:
     slow = faulty[2]
     factory = SandboxUpstreams(slow.url, frozenset({host(slow)}), retry=RetryPolicy(attempts=1))
     async with RayToolPool(factory, workers=2) as tool_pool:
@@ -200,10 +203,14 @@ async def test_a_killed_worker_gives_worker_lost_then_is_replaced(faulty: tuple[
         start = time.monotonic()
         in_flight = asyncio.gather(*(remote_pages.fetch(slow.url + ARTICLE) for _ in range(4)), return_exceptions=True)
         await asyncio.sleep(0.5)
-        ray.kill(doomed)
+        if how == "SIGKILL":
+            os.kill(first[0].pid, signal.SIGKILL)  # the process dies as in a crash, without Ray's help
+        else:
+            ray.kill(doomed)
         outcomes = await in_flight
         lost = [o for o in outcomes if isinstance(o, FetchError)]
         assert len(lost) == 2 and {e.kind for e in lost} == {"worker_lost"}, outcomes
+        assert tool_pool.lost == 2
         assert sum(getattr(o, "status", None) == 200 for o in outcomes) == 2
         assert time.monotonic() - start < 10
         assert tool_pool.replaced == 1 and tool_pool.workers[0] is not doomed

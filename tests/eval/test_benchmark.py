@@ -18,6 +18,7 @@ from researchrl.policy.scripted import ScriptedPolicy
 from researchrl.policy.tokenizers import ByteChatTokenizer
 from tests.agent.test_episode_sandbox import expert
 from tests.eval.conftest import Reply
+from tests.eval.test_judge import garbage
 
 # two sources, hand-picked from the shared questions: the expert answers these, right or wrong as listed
 PICKED = {
@@ -163,3 +164,26 @@ def test_a_rejected_judge_key_stops_the_evaluation(data: Path, tmp_path: Path, j
     with pytest.raises(JudgeAuthError):
         run(job(data, tmp_path / "out", concurrency=1), judge_url=judge_site.base_url)
     assert judge_site.count == 1  # the first inexact answer asked once; nothing after it was judged
+
+
+@pytest.mark.parametrize("name", ["not_json", "not_utf8"])
+def test_a_judge_answering_garbage_costs_verdicts_not_records(data: Path, tmp_path: Path, judge_site, name: str) -> None:  # noqa: ANN001
+    judge_site.default = garbage(name)
+    run(job(data, tmp_path / "out", concurrency=4), judge_url=judge_site.base_url)
+    saved = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert sorted(r["question_id"] for r in saved) == sorted(PICKED)  # every finished episode is on disk
+    failed = {r["question_id"]: r for r in saved if r["judge"]["source"] == "error"}
+    assert set(failed) == {"hotpotqa_5ae40c465542996836b02c25", "musique_2hop__205146_62031"}  # the two inexact answers
+    assert all(r["mbe"] is None and r["judge"]["error"] == "bad_judgement" for r in failed.values())
+
+
+def test_a_failing_episode_leaves_no_task_exception_unretrieved(
+    data: Path, tmp_path: Path, judge_site, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+) -> None:
+    import gc
+
+    judge_site.default = Reply(status=401)  # both inexact answers, judged at once, raise
+    with pytest.raises(JudgeAuthError):
+        run(job(data, tmp_path / "out", concurrency=4), judge_url=judge_site.base_url)
+    gc.collect()  # an unretrieved task exception is logged when its task is collected
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

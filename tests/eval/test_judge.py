@@ -134,6 +134,32 @@ async def test_a_body_that_is_not_a_completion_counts_as_unreadable(judge_site: 
     assert judge_site.count == 2
 
 
+GARBAGE = {  # 200 application/json bodies a broken judge endpoint answers
+    "not_json": b"upstream says hello",
+    "not_utf8": b"\xff\xfe\x00\x81 garbage",
+    "utf8_error_inside_json": b'{"choices": [{"message": {"content": "caf\xe9"}}]}',
+    "too_deep": b"[" * 100_000,
+    "choices_not_a_list": b'{"choices": "correct"}',
+    "message_null": b'{"choices": [{"message": null}]}',
+    "content_not_text": b'{"choices": [{"message": {"content": 5}}]}',
+    "a_list": b"[1, 2]",
+}
+
+
+def garbage(name: str) -> Reply:
+    """A 200 whose body, declared JSON, is the named garbage."""
+    return Reply(raw=GARBAGE[name], headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("name", GARBAGE)
+async def test_a_200_json_body_that_is_not_a_completion_is_an_error_verdict(
+    judge_site: JudgeSite, judge: Judge, name: str
+) -> None:
+    judge_site.default = garbage(name)
+    assert await judge.judge(QUESTION, GOLDS, "Lyon") == Verdict(None, "error", error="bad_judgement")
+    assert judge_site.count == judge.parse_attempts  # asked again, never retried in a loop
+
+
 async def test_a_500_is_retried(judge_site: JudgeSite, judge: Judge) -> None:
     judge_site.replies = [Reply(status=500), Reply(CORRECT)]
     assert (await judge.judge(QUESTION, GOLDS, "Paris, France")).source == "judge"

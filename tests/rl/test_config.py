@@ -76,6 +76,47 @@ def test_config_mistakes_are_one_line_errors_naming_the_choices(sets: list[str],
         assert str(err.value).endswith("sections: [agent], [env]") or "sections: [env.fetch], [env.search_retry]" in str(err.value)
 
 
+def test_every_numeric_setting_has_a_range_and_the_defaults_are_in_it() -> None:
+    import functools
+    import typing
+
+    from researchrl.bounds import RANGES, check_range
+
+    def numeric(kind: object) -> bool:
+        return bool({int, float} & {kind, *typing.get_args(kind), *(a for t in typing.get_args(kind) for a in typing.get_args(t))})
+
+    assert {key for key, kind in _setting_types(TrainConfig).items() if numeric(kind)} == set(RANGES)
+    for key in RANGES:
+        check_range(key, functools.reduce(getattr, key.split("."), TrainConfig()))
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["micro_batch=0"], "micro_batch must be at least 1, got 0"),
+        (["env.search_timeout=0"], "env.search_timeout must be above 0, got 0.0"),
+        (["env.fetch.retry.jitter=1.5"], "env.fetch.retry.jitter must be between 0 and 1, got 1.5"),
+        (["agent.sampling.top_p=0"], "agent.sampling.top_p must be above 0 and at most 1, got 0.0"),
+        (["env.prices=serper=-1"], "env.prices must be at least 0, got -1.0"),
+    ],
+)
+def test_numbers_out_of_range_are_one_line_errors(sets: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{message}$".replace(".", r"\.")):
+        load_config("cpu", overrides=parse_sets(sets))
+
+
+def _setting_types(cls: type, prefix: str = "") -> dict[str, object]:
+    """Every setting below `cls` by dotted key, with its type."""
+    import dataclasses
+
+    from researchrl.config import settings_of
+
+    out: dict[str, object] = {}
+    for key, kind in settings_of(cls).items():
+        out.update(_setting_types(kind, f"{prefix}{key}.") if dataclasses.is_dataclass(kind) else {prefix + key: kind})
+    return out
+
+
 def test_unknown_presets_and_bad_files_are_errors(tmp_path) -> None:  # noqa: ANN001
     with pytest.raises(ConfigError, match="unknown preset 'gpu': choose cpu, paper, paper-mini"):
         load_config("gpu")

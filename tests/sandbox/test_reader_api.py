@@ -1,6 +1,9 @@
-"""The sandbox's OpenAI-compatible reader: the real LLMReader through it reads exactly what ExtractiveReader reads."""
+"""The sandbox's OpenAI-compatible reader: the real LLMReader through it reads exactly what ExtractiveReader reads,
+and it answers the official reader prompt and the request shapes real clients send."""
 
 from __future__ import annotations
+
+import re
 
 import httpx
 import openai
@@ -8,6 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from researchrl.prompts import READER_PROMPT
+from researchrl.sandbox.config import shared_data_dir
 from researchrl.sandbox.reader_api import READER_MODEL, parse_reader_prompt, reply_text
 from researchrl.sandbox.server import SandboxServer
 from researchrl.tools.browse import render_memory
@@ -76,9 +81,9 @@ async def test_the_answer_is_a_chat_completion_with_usage(sandbox: SandboxServer
     "body, message",
     [
         ({"model": "m", "messages": [{"role": "user", "content": "What is the capital of France?"}]}, "reader prompt"),
-        ({"model": "m", "messages": []}, "no user message"),
-        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}, "does not stream"),
-        ("not a chat request", "no user message"),
+        ({"model": "m", "messages": []}, "no messages"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}, "reader prompt"),
+        ("not a chat request", "no messages"),
     ],
 )
 def test_requests_it_cannot_answer_are_openai_400s(sandbox: SandboxServer, body: object, message: str) -> None:
@@ -106,3 +111,79 @@ def test_the_prompt_parses_back_into_its_request(question: str, sub: str, memory
 def test_the_reply_parses_back_into_its_result(info: str, more: bool, page: int) -> None:
     result = ReadResult(info, more and page < 9)
     assert parse_reply(reply_text(result), page, 9) == result
+
+
+# ---------------------------------------------------------------- the official prompt and what real clients send
+
+REFERENCE = shared_data_dir().parent / "REFERENCE-deepresearcher.md"
+LILU = ReadRequest("If Gallu is a demon Lilu is what?", "Lilu mythology", "<sub_question>Gallu</sub_question>\n"
+                   "<useful_info>Gallu is a demon.</useful_info>", "A lilu or lilû is a masculine Akkadian word for a "
+                   "spirit, related to Alû, demon. Lilu is not Gallu.", 2, 3)
+
+
+def official_prompt(req: ReadRequest) -> str:
+    """The official reader prompt for `req`, built from the reference's §3.6 as written there: its quoted (abridged)
+    instructions, then each tagged field in the reference's own spelling, the unclosed <current_sub_question> included."""
+    if not REFERENCE.exists():
+        pytest.skip(f"{REFERENCE} is not on this machine")
+    text = REFERENCE.read_text(encoding="utf-8")
+    section = text[text.index("### 3.6"):text.index("Output parsing:", text.index("### 3.6"))]
+    quote = " ".join(line.removeprefix("> ") for line in section.splitlines() if line.startswith("> "))
+    fields = re.findall(r"`(<[^`]+>)`", section.split("followed by", 1)[1])
+    ending = re.search(r'ending "([^"]+)"', section)
+    assert len(fields) == 4 and "<current_sub_question>…<current_sub_question>" in fields and ending
+    values = iter([req.question, req.memory, req.sub_query, req.segment])
+    filled = [re.sub("…", lambda _: next(values), field) for field in fields]
+    filled[-1] = filled[-1].replace(">i<", f">{req.page_index}<").replace(">n<", f">{req.total_pages}<")
+    return "\n\n".join([quote.strip('"'), *filled, ending[1]])
+
+
+async def test_the_official_prompt_is_read_like_ours(sandbox: SandboxServer) -> None:
+    official = READER_PROMPT.replace("</current_sub_question>", "<current_sub_question>")  # the official copy's one difference
+    prompts = [official_prompt(LILU), official.format(main_question=LILU.question, context_so_far=LILU.memory,
+               sub_question=LILU.sub_query, page_index=2, total_pages=3, page_content=LILU.segment)]
+    assert "<current_sub_question>\nLilu mythology\n<current_sub_question>" in prompts[1]
+    expected = await ExtractiveReader().read(LILU)
+    assert expected.info  # the segment has something to find
+    async with openai.AsyncOpenAI(base_url=f"{sandbox.url}/v1", api_key="unused", max_retries=0) as client:
+        for prompt in prompts:  # as the official client sends it: one user message, temperature 0.6
+            assert parse_reader_prompt(prompt) == LILU
+            completion = await client.chat.completions.create(
+                model="qwen-plus", messages=[{"role": "user", "content": prompt}], temperature=0.6
+            )
+            assert parse_reply(completion.choices[0].message.content or "", 2, 3) == expected
+
+
+def halves(text: str) -> list[dict[str, str]]:
+    """The text as two content parts, cut in the middle."""
+    return [{"type": "text", "text": text[: len(text) // 2]}, {"type": "text", "text": text[len(text) // 2 :]}]
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        lambda p: [{"role": "system", "content": "You are a reader."}, {"role": "user", "content": p}],
+        lambda p: [{"role": "user", "content": halves(p)}],
+        lambda p: [{"role": "system", "content": p}],
+        lambda p: [{"role": "user", "content": p}, {"role": "assistant", "content": "<extracted_info>"}],
+    ],
+    ids=["with-system", "content-parts", "system-only", "prompt-not-last"],
+)
+async def test_the_request_shapes_real_clients_send_are_answered(sandbox: SandboxServer, messages) -> None:  # noqa: ANN001
+    expected = await ExtractiveReader().read(LILU)
+    for prompt in (render_reader_prompt(LILU), official_prompt(LILU)):
+        body = {"model": "m", "messages": messages(prompt)}
+        async with httpx.AsyncClient() as client:
+            response = await client.post(f"{sandbox.url}/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        assert parse_reply(response.json()["choices"][0]["message"]["content"], 2, 3) == expected
+
+
+async def test_a_streaming_client_gets_the_same_reply(sandbox: SandboxServer) -> None:
+    messages = [{"role": "user", "content": official_prompt(LILU)}]
+    async with openai.AsyncOpenAI(base_url=f"{sandbox.url}/v1", api_key="unused", max_retries=0) as client:
+        whole = await client.chat.completions.create(model="qwen-plus", messages=messages)
+        stream = await client.chat.completions.create(model="qwen-plus", messages=messages, stream=True)
+        chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == "stop" and {c.id for c in chunks} == {whole.id}

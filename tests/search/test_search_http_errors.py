@@ -109,22 +109,47 @@ async def test_other_4xx_is_final(api: FakeApi, make: Factory, ok: dict):
     assert len(api.received) == 1
 
 
+NOT_JSON = [
+    Reply(200, b"<html><title>Just a moment...</title>Verify you are human</html>", {"content-type": "text/html"}),
+    Reply(200, b""),
+    Reply(200, b'{"organic": [{"title": "cut sh'),
+]
+NOT_JSON_IDS = ["captcha", "empty", "garbage"]
+
+
 @pytest.mark.parametrize(("make", "ok"), PROVIDERS)
 @pytest.mark.parametrize(
     "reply",
     [
-        Reply(200, b"<html>Just a moment...</html>", {"content-type": "text/html"}),
         json_reply(["not", "an", "object"]),
         json_reply({"organic": "x", "web": {"results": "x"}, "results": "x"}),
         json_reply({"organic": [{"link": 7}], "web": {"results": [{"url": 7}]}, "results": [{"url": 7}]}),
     ],
-    ids=["html", "list", "results-not-list", "url-not-string"],
+    ids=["list", "results-not-list", "url-not-string"],
 )
-async def test_malformed_body_is_bad_response_and_not_retried(api: FakeApi, make: Factory, ok: dict, reply: Reply):
+async def test_json_of_the_wrong_shape_is_bad_response_and_not_retried(api: FakeApi, make: Factory, ok: dict,
+                                                                       reply: Reply):
     api.reply(reply)
     err = await failure(make, api.base_url)
     assert err.kind == "bad_response"
     assert len(api.received) == 1
+
+
+@pytest.mark.parametrize(("make", "ok"), PROVIDERS)
+@pytest.mark.parametrize("reply", NOT_JSON, ids=NOT_JSON_IDS)
+async def test_a_200_that_is_not_json_is_retried_within_the_budget(api: FakeApi, make: Factory, ok: dict, reply: Reply):
+    api.reply(reply)
+    err = await failure(make, api.base_url)
+    assert err.kind == "bad_response" and f"gave up after {FAST.attempts} attempts" in str(err)
+    assert len(api.received) == FAST.attempts
+    api.reset()
+    api.reply(reply, reply, json_reply(ok))  # a wall twice, then the results: the last try answers
+    client = make(api.base_url, FAST, 2.0)
+    try:
+        assert [r.url for r in await client.search("q")] == ["https://a.example/"]
+    finally:
+        await client.aclose()
+    assert len(api.received) == FAST.attempts
 
 
 @pytest.mark.parametrize(("make", "ok"), PROVIDERS)

@@ -6,6 +6,7 @@ Upstream requests are counted where they arrive: the sandbox's /_faults endpoint
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +29,7 @@ from researchrl.tools.base import EpisodeState
 from researchrl.tools.browse import BrowseTool
 from researchrl.tools.reader import ExtractiveReader, LLMReader, ReaderError, ReadRequest, ReadResult
 from researchrl.tools.web_search import WebSearchTool
+from researchrl.types import SearchResult
 from researchrl.web.cache import MemoryStore, SingleFlight, Store
 from researchrl.web.redis_store import RedisStore
 from researchrl.web.sqlite_store import SQLiteStore
@@ -258,8 +260,10 @@ async def _record_and_collect(store: Store, search: SerperSearch, bad_search: Se
     """Every answer (value or error) of the same calls, through wrappers in `mode` (upstreams None in replay)."""
     replay = mode == "replay"
     flight = SingleFlight()
-    cached_search = Cached(SEARCH, None if replay else search, store, mode, flight=flight, provider="serper")
-    cached_bad = Cached(SEARCH, None if replay else bad_search, store, mode, flight=flight, provider="serper")
+    cached_search = Cached(SEARCH, None if replay else search, store, mode, flight=flight, provider="serper",
+                           cache_id=search.cache_id)  # a replay names the recorded endpoint
+    cached_bad = Cached(SEARCH, None if replay else bad_search, store, mode, flight=flight, provider="serper",
+                        cache_id=bad_search.cache_id)
     cached_pages = Cached(PAGE, None if replay else pages, store, mode, flight=flight)
     cached_reader = Cached(READ, None if replay else reader, store, mode, flight=flight, cache_id=reader.cache_id)
     answers: list[object] = []
@@ -340,3 +344,98 @@ async def test_a_replay_miss_names_the_key_and_is_not_swallowed_by_tools() -> No
         Cached(SEARCH, None, store, "replay")
     with pytest.raises(ValueError, match="upstream"):
         Cached(PAGE, None, store, "cache")
+
+
+# ---------------------------------------------------------------- keys: endpoint and version
+
+
+async def test_one_provider_name_at_two_endpoints_keeps_two_sets_of_answers(tmp_path: Path) -> None:
+    """Two evals on one cache file, each with its own sandbox (same provider name, another port): each gets its own."""
+    async with SandboxServer() as first, SandboxServer() as second, loopback_client() as client:
+        answers = {}
+        for _ in range(2):  # the second round is answered by the shared file
+            for server in (first, second):
+                store = SQLiteStore(tmp_path / "shared.db")  # as another process opens the file
+                search = Cached(SEARCH, serper(server, client), store, "cache")
+                answers.setdefault(server.url, []).append((await search.search("Demon Dice", 3), search.hits))
+                await store.aclose()
+        for server in (first, second):
+            (fresh, _), (again, hits) = answers[server.url]
+            assert fresh == again and hits == 1 and fresh[0].url.startswith(server.url + "/wiki/")
+            assert served(server) == 1
+        assert serper(first, client).cache_id == f"serper@http://127.0.0.1:{first.port}"
+
+
+async def test_a_key_version_bump_misses_the_old_entries(sandbox: SandboxServer, client: httpx.AsyncClient) -> None:
+    store = MemoryStore()
+    old = Cached(SEARCH, serper(sandbox, client), store, "cache")
+    await old.search("Demon Dice", 3)
+    assert SEARCH.codec is not None and SEARCH.codec.version == 2
+    bumped = dataclasses.replace(SEARCH, codec=dataclasses.replace(SEARCH.codec, version=3))
+    new = Cached(bumped, serper(sandbox, client), store, "cache")
+    before = served(sandbox)
+    await new.search("Demon Dice", 3)
+    await old.search("Demon Dice", 3)
+    assert served(sandbox) - before == 1 and (new.misses, old.hits) == (1, 1)
+
+
+# ---------------------------------------------------------------- callers behind a failed flight
+
+
+class Flaky:
+    """A search backend whose calls take a moment and fail with the given kinds, in order, then answer."""
+
+    name = "flaky"
+    cache_id = "flaky@http://127.0.0.1:9"
+
+    def __init__(self, *kinds: str):
+        self.kinds = list(kinds)
+        self.calls = 0
+
+    async def search(self, query: str, num: int = 10) -> list[SearchResult]:
+        self.calls += 1
+        await asyncio.sleep(0.05)  # long enough for every caller to join
+        if self.kinds:
+            raise SearchError(self.name, self.kinds.pop(0), "injected")
+        return [SearchResult("T", "http://127.0.0.1:9/t", "S")]
+
+
+async def gather_outcomes(search: Cached, callers: int) -> list[object]:
+    """`callers` identical searches at once; each one's results or error kind."""
+    outcomes = await asyncio.gather(*(search.search("q") for _ in range(callers)), return_exceptions=True)
+    return [o.kind if isinstance(o, SearchError) else o for o in outcomes]
+
+
+async def test_only_the_leader_of_a_failed_flight_gets_its_transient_error() -> None:
+    upstream, hits = Flaky("timeout"), Hits()
+    search = Cached(SEARCH, upstream, MemoryStore(), "cache", counter=hits)
+    outcomes = await gather_outcomes(search, 16)
+    assert outcomes.count("timeout") == 1 and all(isinstance(o, list) and o for o in outcomes if o != "timeout")
+    assert upstream.calls == 2 and (search.rejoined, search.joins) == (15, 14)  # one of the 15 led the second flight
+    assert len(hits.seen) == 14  # a rejoined caller is counted once, by how it was answered
+
+
+@pytest.mark.parametrize("kind", ["http_404", "auth", "circuit_open"])
+async def test_an_error_that_another_call_would_repeat_is_shared(kind: str) -> None:
+    upstream = Flaky(kind)
+    search = Cached(SEARCH, upstream, MemoryStore(), "cache")
+    assert await gather_outcomes(search, 8) == [kind] * 8 and upstream.calls == 1 and search.rejoined == 0
+
+
+async def test_rejoins_are_bounded_per_caller_and_never_hang() -> None:
+    upstream = Flaky(*["http_500"] * 100)
+    search = Cached(SEARCH, upstream, MemoryStore(), "cache", rejoins=2)
+    outcomes = await asyncio.wait_for(gather_outcomes(search, 16), 5)
+    assert outcomes == ["http_500"] * 16
+    assert upstream.calls == 3  # the flight everyone joined, then two more: the followers' budget is spent
+
+
+@pytest.mark.parametrize("mode", ["record", "live"])
+async def test_outside_cache_mode_a_failed_flight_is_not_flown_again(mode: str) -> None:
+    upstream = Flaky("timeout")
+    search = Cached(SEARCH, upstream, MemoryStore(), mode)  # type: ignore[arg-type]
+    outcomes = await gather_outcomes(search, 4)
+    if mode == "record":  # the recording holds the fault, so a replay reproduces it for every caller
+        assert outcomes == ["timeout"] * 4 and upstream.calls == 1
+    else:  # live: no flights at all, each caller calls upstream
+        assert outcomes.count("timeout") == 1 and upstream.calls == 4

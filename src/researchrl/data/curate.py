@@ -42,6 +42,7 @@ from researchrl.prompts import LOW_QUALITY_PROMPT, PASS_AT_K_PROMPT
 from researchrl.reward.answer import normalize
 from researchrl.types import Question
 from researchrl.web.chat import ChatError, complete, openai_client
+from researchrl.web.redact import scrub
 from researchrl.web.retry import RetryPolicy
 
 T = TypeVar("T")
@@ -422,7 +423,8 @@ async def curate(
     write_verl_parquet(questions, out, config.split)
     counts["written"] = len(questions)
     report.output = str(out)
-    report_path(out).write_text(json.dumps(report.to_json(), indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    text = json.dumps(scrub(report.to_json()), indent=1, ensure_ascii=False, default=str)  # endpoints' faults, URLs
+    report_path(out).write_text(text + "\n", encoding="utf-8")
     return report
 
 

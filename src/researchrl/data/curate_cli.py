@@ -23,6 +23,7 @@ from researchrl.data.curate import (
 )
 from researchrl.errors import ConfigError, UserError
 from researchrl.options import err_console, exit_on_known, fail
+from researchrl.outputs import check_file
 from researchrl.policy.base import Policy
 
 console = Console()
@@ -71,6 +72,7 @@ def curate(
         mix=MixConfig(ratios, size) if ratios is not None else None,
     )
     with exit_on_known():
+        check_file(out, "--out")
         base_model = _base_model(contamination_model, contamination_url, contamination_key_env, threads) if contamination_model else None
         report = asyncio.run(_run(inputs, out, config, base_model))
     _print_summary(report, out)

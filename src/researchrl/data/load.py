@@ -10,7 +10,8 @@ Row shapes understood, in .parquet or .jsonl files (and .csv for `scan_questions
   In CSV cells an answer may also be a JSON list (`["a", "b"]`), and an empty cell counts as absent.
 `load_questions`: a bad row raises InputError (a UserError) naming the file and the row or line, never a bare KeyError.
 `scan_questions`: bad rows are collected as `BadRow`s and skipped; only a file that cannot hold questions at all
-(missing, unreadable, unsupported type, no question column) raises InputError.
+(missing, unreadable, unsupported type, no question column, no valid row) raises InputError.
+A question or its gold answers past the limits in `bounds` make a bad row too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from researchrl.bounds import MAX_ANSWERS_CHARS, MAX_QUESTION_CHARS, check_size
 from researchrl.data.rows import InputError, jsonl_rows, parquet_rows, read_csv, read_parquet
 from researchrl.reward.answer import split_golds
 from researchrl.types import ANSWER_SPLIT, Question
@@ -104,6 +106,9 @@ def scan_questions(path: str | Path) -> Scan:
             questions.append(_to_question(row, where, f"{path.stem}_{index}"))
         except InputError as e:
             bad.append(BadRow(where, str(e).removeprefix(f"{where}: ")))
+    if not questions:  # every row bad: the wrong file, not a few bad rows
+        first = f"; first: {bad[0].where}: {bad[0].reason}" if bad else ""
+        raise InputError(f"{path}: no row holds a question ({read} rows{first})")
     return Scan(path, read, questions, bad)
 
 
@@ -143,6 +148,7 @@ def _to_question(row: Any, where: str, default_id: str) -> Question:
     text = _verl_prompt(row["prompt"]) if verl else row.get("question")
     if not isinstance(text, str) or not text.strip():
         raise InputError(f"{where}: missing question" + (" (no user message in prompt)" if verl else ""))
+    check_size(f"{where}: the question", len(text), MAX_QUESTION_CHARS, error=InputError)
     if verl:
         reward_model, extra = row["reward_model"], row.get("extra_info")
         raw = reward_model.get("ground_truth") if isinstance(reward_model, dict) else None
@@ -203,4 +209,5 @@ def _answers(raw: Any, where: str) -> tuple[str, ...]:
     answers = tuple(a for a in split_golds(raw) if a.strip())
     if not answers:
         raise InputError(f"{where}: no answers (all empty)")
+    check_size(f"{where}: the answers", sum(map(len, answers)), MAX_ANSWERS_CHARS, error=InputError)
     return answers

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from researchrl.bounds import MAX_LINE_CHARS, check_size
 from researchrl.errors import UserError
 
 
@@ -42,7 +43,8 @@ def jsonl_rows(
 ) -> Iterator[tuple[str, Any]]:
     """Decoded non-blank lines, each labelled by formatting `label` with the path and 1-based line number.
 
-    A line of bad JSON raises InputError, or with `on_bad` is passed to it as (label, reason) and skipped.
+    A line of bad JSON, or past `bounds.MAX_LINE_CHARS` (refused before it is parsed), raises InputError, or with
+    `on_bad` is passed to it as (label, reason) and skipped.
     """
     _require(path)
     with path.open(encoding="utf-8") as f:
@@ -52,13 +54,20 @@ def jsonl_rows(
                     continue
                 where = label.format(path=path, line=number)
                 try:
+                    check_size("the line", len(line), MAX_LINE_CHARS, error=InputError)
                     row = json.loads(line)
+                except InputError as e:
+                    reason = str(e)
                 except json.JSONDecodeError as e:
-                    if on_bad is None:
-                        raise InputError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from e
-                    on_bad(where, f"invalid JSON: {e.msg} (column {e.colno})")
+                    reason = f"invalid JSON: {e.msg} (column {e.colno})"
+                except RecursionError:
+                    reason = "invalid JSON: nested too deeply"
+                else:
+                    yield where, row
                     continue
-                yield where, row
+                if on_bad is None:
+                    raise InputError(f"{where}: {reason}")
+                on_bad(where, reason)
         except UnicodeDecodeError as e:
             raise InputError(f"{path}: not UTF-8 text: {e}") from e
 

@@ -115,6 +115,7 @@ class RayToolPool:
         self.max_replacements = max_replacements  # dead workers replaced; past this a dead slot is skipped
         self.calls = [0] * workers  # calls dispatched to each slot
         self.replaced = 0
+        self.lost = 0  # calls whose worker died under them (each answered worker_lost)
         self._actors: list[Any | None] = []
         self._outstanding = [0] * workers
         self._turn = 0
@@ -124,6 +125,11 @@ class RayToolPool:
     def workers(self) -> list[Any]:
         """The live actor handles, by slot."""
         return [actor for actor in self._actors if actor is not None]
+
+    @property
+    def in_flight(self) -> list[int]:
+        """Calls dispatched and not yet answered, by slot."""
+        return list(self._outstanding)
 
     async def start(self, timeout: float = 120.0) -> RayToolPool:
         """Connect to Ray, start the workers, and wait until each has built its upstreams."""
@@ -175,6 +181,7 @@ class RayToolPool:
             ray.cancel(ref)
             raise fault("worker_timeout", f"tool worker {slot} did not answer {kind.method} within {timeout} s") from None
         except ray.exceptions.RayActorError:
+            self.lost += 1
             self._replace(slot, actor)
             raise fault("worker_lost", f"tool worker {slot} died during {kind.method}") from None
         finally:
@@ -235,6 +242,7 @@ class SandboxUpstreams:
     reader_url: str | None = None  # OpenAI-compatible base URL for reader="llm" (key from READER_API_KEY)
     reader_model: str = "qwen-plus"  # the paper's reader model
     timeout: float = 15.0  # seconds per search request
+    reader_timeout: float = 60.0  # seconds per network operation of the LLM reader
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # search, fetch and LLM reader retries
     fetch: FetchConfig = field(default_factory=FetchConfig)  # allow_hosts and retry above override its own
 
@@ -250,4 +258,5 @@ class SandboxUpstreams:
             return search, pages, ExtractiveReader()
         if not self.reader_url:
             raise ConfigError("reader='llm' needs reader_url (an OpenAI-compatible base URL)")
-        return search, pages, LLMReader(base_url=self.reader_url, model=self.reader_model, retry=self.retry)
+        reader = LLMReader(self.reader_url, self.reader_model, timeout=self.reader_timeout, retry=self.retry)
+        return search, pages, reader

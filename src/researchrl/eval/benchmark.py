@@ -1,7 +1,8 @@
 """`researchrl eval`: run an agent or a baseline over a benchmark, k samples a question, resumable, judged, tabulated.
 
 The output directory holds `eval_config.json` (what was run), `records.jsonl` (one line per question and sample,
-appended as each finishes, so an interrupted run loses nothing and a rerun skips what is done), and the tables
+appended as each finishes, so an interrupted run loses nothing and a rerun skips what is done; both are made with
+the first record, so a run that fails before any episode ends leaves nothing behind), and the tables
 (`tables.json`, `tables.md`) over the questions of this run, and what this run's web calls cost (`web.json`).
 """
 
@@ -13,7 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from researchrl.agent.loop import AgentConfig, run_episode
 from researchrl.config import to_dict
@@ -22,11 +23,13 @@ from researchrl.environment import EnvConfig, open_environment
 from researchrl.errors import UserError
 from researchrl.eval.judge import Judge
 from researchrl.eval.tables import source_table, write_tables
+from researchrl.outputs import check_dir
 from researchrl.policy.base import Policy
 from researchrl.records import trajectory_record
 from researchrl.tools.base import Toolset
 from researchrl.tools.web_search import render_search_r1
 from researchrl.types import Question
+from researchrl.web.redact import scrub
 
 RESUME_KEYS = ("data", "model", "protocol", "k", "temperature", "max_turns", "max_new_tokens", "search", "heldout")
 
@@ -48,8 +51,8 @@ class EvalJob:
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval --run: the run, phase and overrides
 
     def settings(self) -> dict[str, Any]:
-        """What eval_config.json records; RESUME_KEYS must match for a rerun to continue a directory."""
-        return {
+        """What eval_config.json records (no secret: URLs' passwords and keys redacted); RESUME_KEYS must match to resume."""
+        return scrub({
             "data": str(self.data),
             "model": self.model,
             "protocol": self.agent.protocol,
@@ -65,7 +68,7 @@ class EvalJob:
             **self.provenance,
             "env": to_dict(self.env),
             "agent": to_dict(self.agent),
-        }
+        })
 
 
 def check_job(job: EvalJob) -> list[Question]:
@@ -76,6 +79,7 @@ def check_job(job: EvalJob) -> list[Question]:
         raise UserError("--k > 1 needs --temperature above 0: greedy decoding gives the same answer k times")
     if not job.data.exists():
         raise UserError(f"{job.data} not found (--data takes a .parquet or .jsonl QA file)")
+    check_dir(job.out, "--out")
     questions = load_questions(job.data, None if job.heldout else job.limit)
     if job.heldout:
         questions = questions[-job.heldout:][: job.limit]
@@ -95,6 +99,37 @@ def check_job(job: EvalJob) -> list[Question]:
                 "use another --out to start a new one"
             )
     return questions
+
+
+class _Records:
+    """records.jsonl, a line per finished sample; the directory and eval_config.json come with the first record."""
+
+    def __init__(self, job: EvalJob) -> None:
+        self.job = job
+        self.sink: TextIO | None = None
+
+    def __enter__(self) -> _Records:
+        return self
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record and flush it (an interrupted run loses nothing)."""
+        if self.sink is None:
+            self.job.out.mkdir(parents=True, exist_ok=True)
+            (self.job.out / "eval_config.json").write_text(json.dumps(self.job.settings(), indent=2))
+            self.sink = (self.job.out / "records.jsonl").open("a")
+        self.sink.write(json.dumps(record) + "\n")
+        self.sink.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+
+async def _settled(tasks: list[asyncio.Future[Any]]) -> None:
+    """Cancel the tasks still running and await them all, so a failed one leaves no exception unretrieved."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def load_done(path: Path) -> list[dict[str, Any]]:
@@ -133,8 +168,6 @@ async def run_benchmark(
     `on_progress(done, total)` is called once before the first episode and after each one.
     """
     questions = check_job(job)
-    job.out.mkdir(parents=True, exist_ok=True)
-    (job.out / "eval_config.json").write_text(json.dumps(job.settings(), indent=2))
     records_path = job.out / "records.jsonl"
     wanted = {q.id for q in questions}
     done = [r for r in load_done(records_path) if r.get("question_id") in wanted]
@@ -159,13 +192,16 @@ async def run_benchmark(
                 model=job.model, **judged,
             )
 
-        with records_path.open("a") as sink:
-            for next_done in asyncio.as_completed([one(q, s) for q, s in pending]):
-                record = await next_done
-                sink.write(json.dumps(record) + "\n")
-                sink.flush()
-                done.append(record)
-                on_progress(len(done), total)
+        tasks = [asyncio.ensure_future(one(q, s)) for q, s in pending]
+        try:
+            with _Records(job) as sink:
+                for next_done in asyncio.as_completed(tasks):
+                    record = await next_done
+                    sink.write(record)
+                    done.append(record)
+                    on_progress(len(done), total)
+        finally:
+            await _settled(tasks)
         web = tools.ledger.metrics()
         (job.out / "web.json").write_text(tools.ledger.to_json())
     rows = source_table(done, job.k)

@@ -20,6 +20,8 @@ from typing import Any
 
 from rich.table import Table
 
+from researchrl.web.redact import scrub
+
 ALL = "all"
 
 # Our data-source names (the benchmark parquet's `data_source`, compared case-insensitively) -> paper column.
@@ -232,7 +234,7 @@ def write_tables(
         "rows": [row.as_dict() for row in rows],
         "reference": [ref.as_dict() for ref in reference],
     }
-    (out_dir / "tables.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out_dir / "tables.json").write_text(json.dumps(scrub(payload), indent=2) + "\n")  # overrides may name a URL
     (out_dir / "tables.md").write_text(render_markdown(rows, reference, k, judge_info))
 
 

@@ -7,6 +7,7 @@ the conversation as messages; ids are then UTF-8 bytes of the text (fine for ask
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import openai
@@ -14,7 +15,7 @@ import openai
 from researchrl.errors import UserError
 from researchrl.policy.base import ChatTokenizer, Context, Sample, Sampling
 from researchrl.policy.tokenizers import ByteChatTokenizer, HFChatTokenizer
-from researchrl.web.chat import api_failure, openai_client, secrets_of
+from researchrl.web.chat import ChatError, api_failure, openai_client, secrets_of
 from researchrl.web.retry import RetryableError, RetryPolicy, with_retries
 
 
@@ -70,6 +71,8 @@ class OpenAIPolicy:
             return await call
         except openai.APIError as err:
             failure = api_failure(err, secrets_of(self.client))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # openai lets the JSON parser's errors through
+            failure = ChatError("bad_response", "a 2xx body that is not JSON")
         if not isinstance(failure, RetryableError):
             failure = PolicyUnavailable(f"policy endpoint answered {failure}")
         raise failure

@@ -1,7 +1,8 @@
 """One self-contained HTML page for a run directory: header, training curves, evaluation tables, trajectories.
 
-Every string taken from the run is escaped (trajectories hold model output and web text). The page loads nothing
-from the network: CSS, SVG charts and a little JS (filters, expand all) are inline, and it reads fine without JS.
+Every string taken from the run is redacted and escaped (trajectories hold model output and web text). The page
+loads nothing from the network: CSS, SVG charts and a little JS (filters, expand all) are inline, and it reads fine
+without JS.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from researchrl.errors import UserError
 from researchrl.report.charts import line_chart, training_series
 from researchrl.report.style import PAGE_CSS, PAGE_JS
+from researchrl.web.redact import scrub
 
 MAX_TRAJECTORIES = 500  # per page, spread evenly over the files so huge runs stay a few MB
 OBSERVATION_PREVIEW_CHARS = 600  # longer observations show this much and fold the rest
@@ -119,7 +121,7 @@ def read_run(run_dir: Path) -> RunFiles:
 
 
 def read_jsonl(path: Path, keep: set[int] | None = None) -> list[dict[str, Any]]:
-    """Records of a JSONL (only the `keep` indices when given); a final line still being written is ignored."""
+    """Records of a JSONL (only the `keep` indices when given), redacted; a final line still being written is ignored."""
     if not path.exists():
         return []
     rows, index = [], 0
@@ -129,7 +131,7 @@ def read_jsonl(path: Path, keep: set[int] | None = None) -> list[dict[str, Any]]
                 continue
             if keep is None or index in keep:
                 try:
-                    rows.append(json.loads(line))
+                    rows.append(scrub(json.loads(line)))  # files written before redaction, or by hand
                 except json.JSONDecodeError as err:
                     if line.endswith("\n"):
                         raise RunDirError(f"{path}:{number} is not valid JSON: {err}") from None
@@ -138,7 +140,7 @@ def read_jsonl(path: Path, keep: set[int] | None = None) -> list[dict[str, Any]]
 
 
 def _read_json(path: Path, default: dict[str, Any]) -> dict[str, Any]:
-    """A JSON object file, or `default` when absent; a malformed one is a RunDirError naming the file."""
+    """A JSON object file, redacted, or `default` when absent; a malformed one is a RunDirError naming the file."""
     if not path.exists():
         return default
     try:
@@ -147,7 +149,7 @@ def _read_json(path: Path, default: dict[str, Any]) -> dict[str, Any]:
         raise RunDirError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(value, dict):
         raise RunDirError(f"{path} should hold a JSON object")
-    return value
+    return scrub(value)
 
 
 def _read_tables(eval_dir: Path, run_dir: Path) -> EvalTables:

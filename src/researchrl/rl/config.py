@@ -61,11 +61,7 @@ class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)  # the search engine, pages and reader of every episode
     agent: AgentConfig = field(default_factory=AgentConfig)  # turn budgets, decoding and reward of every episode
 
-    def __post_init__(self) -> None:
-        positive = ("heldout", "eval_questions", "group_size", "questions_per_step", "max_steps", "micro_batch", "save_steps")
-        for name in positive:
-            if getattr(self, name) < (0 if name == "heldout" else 1):
-                raise ConfigError(f"{name} must be at least {0 if name == 'heldout' else 1}, got {getattr(self, name)}")
+    def __post_init__(self) -> None:  # numeric ranges: bounds.RANGES, checked as settings are merged
         if self.vllm not in ("managed", "external"):
             raise ConfigError(f"vllm must be managed or external, got {self.vllm!r}")
         if self.use_vllm and self.vllm == "external" and not self.vllm_server_base_url:

@@ -10,9 +10,11 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from researchrl.atomic import write_text
 from researchrl.errors import ConfigError
 from researchrl.policy.vllm_server import VLLMServer
 from researchrl.rl import ranks
+from researchrl.rl.checkpoints import save_final
 from researchrl.rl.config import TrainConfig
 from researchrl.rl.rewards import REWARD_FUNCS, REWARD_WEIGHTS
 from researchrl.rl.rollout import Rollout
@@ -84,7 +86,7 @@ class MetricsLog(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
         """Save the run's ledger beside the metrics; checkpoint and stop once the run budget is spent."""
         if state.is_world_process_zero:
-            (self.path.parent / "ledger.json").write_text(self.rollout.ledger_json())
+            write_text(self.path.parent / "ledger.json", self.rollout.ledger_json())
         if self.rollout.run_exhausted:
             control.should_save = True
             control.should_training_stop = True
@@ -113,7 +115,7 @@ def run_grpo(
     model_path: str, questions: list[Question], rollout: Rollout, cfg: TrainConfig, out_dir: Path, metrics: Path,
     resume: str | bool | None = None, server: VLLMServer | None = None,
 ) -> Path:
-    """Train; checkpoints land in out_dir/checkpoint-N, the final model in out_dir/model; `server`: a managed vLLM."""
+    """Train; checkpoints land in out_dir/checkpoint-N, the final model in out_dir/model (whole once there); `server`: a managed vLLM."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -144,7 +146,5 @@ def run_grpo(
             f"checkpoint saved in {out_dir}/checkpoint-{log.budget_stop_step}. To go on, resume with a larger cap: "
             f"researchrl train --resume {metrics.parent} --set env.run_budget_usd=<more>"
         )
-    final = out_dir / "model"
-    trainer.save_model(str(final))
-    tokenizer.save_pretrained(str(final))
-    return final
+    save_final(trainer, tokenizer, out_dir / "model")
+    return out_dir / "model"

@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from researchrl.data.rows import jsonl_rows
 from researchrl.errors import UserError
+from researchrl.rl.checkpoints import save_final
 from researchrl.types import Trajectory
 
 
@@ -32,15 +34,12 @@ def write_rows(rows: list[dict[str, list[int]]], path: Path) -> None:
 
 
 def read_rows(path: Path) -> list[dict[str, list[int]]]:
-    """Token rows written by `write_rows` (or any JSONL with input_ids + labels)."""
+    """Token rows written by `write_rows` (or any JSONL with input_ids + labels); a bad file or line is a UserError."""
     rows = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        try:
-            row = json.loads(line)
-            if not isinstance(row.get("input_ids"), list) or len(row.get("labels", [])) != len(row["input_ids"]):
-                raise ValueError("needs input_ids and labels of equal length")
-        except (ValueError, AttributeError) as err:
-            raise UserError(f"{path}:{n}: {err}") from None
+    for where, row in jsonl_rows(Path(path), "{path}:{line}"):
+        ids = row.get("input_ids") if isinstance(row, dict) else None
+        if not isinstance(ids, list) or not isinstance(row.get("labels"), list) or len(row["labels"]) != len(ids):
+            raise UserError(f"{where}: needs input_ids and labels of equal length")
         rows.append(row)
     return rows
 
@@ -55,7 +54,7 @@ def warm_up(
     seed: int = 0,
     gradient_checkpointing: bool = False,
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """Fine-tune `model_path` on `rows`; returns the saved checkpoint and the trainer's log history."""
+    """Fine-tune `model_path` on `rows`; returns the saved model (out_dir/model, whole once there) and the log history."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -83,7 +82,5 @@ def warm_up(
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     trainer.train()
-    final = out_dir / "model"
-    trainer.save_model(str(final))
-    tokenizer.save_pretrained(str(final))
-    return final, trainer.state.log_history
+    save_final(trainer, tokenizer, out_dir / "model", {"log_history.json": json.dumps(trainer.state.log_history, indent=1)})
+    return out_dir / "model", trainer.state.log_history

@@ -3,9 +3,11 @@
 A run directory holds everything: config.toml (resolved; `--resume` and `eval --run` reload it), sft/ (warm-up
 data and model), grpo/ (TRL checkpoints, final model), trajectories.jsonl (every GRPO rollout), metrics.jsonl
 (every step), ledger.json (web spend), eval.json (held-out results before / after the warm-up / after GRPO),
-eval_<phase>.jsonl (held-out trajectories), curves.png. A run stopped at any point resumes with `--resume RUN_DIR`:
-finished phases are skipped, GRPO continues from its last complete checkpoint (log lines of later steps are dropped,
-as those steps run again), and a raised max_steps trains a finished run on.
+eval_<phase>.jsonl (held-out trajectories), curves.png. A run stopped at any point, a kill included, resumes with
+`--resume RUN_DIR`: finished phases are skipped, GRPO continues from its newest complete checkpoint (`checkpoints`;
+log lines of later steps are dropped, as those steps run again), and a raised max_steps trains a finished run on.
+What marks a phase done is written whole or not at all (`atomic`): eval.json and the other files are renamed into
+place, sft/model and grpo/model are saved as NAME.partial and renamed when complete.
 
 Several processes (`accelerate launch --multi_gpu --num_processes N -m researchrl.cli train ...`; `ranks`): each
 opens its own environment and runs its share of every GRPO step's episodes; main alone writes the run directory
@@ -16,18 +18,19 @@ wait at a barrier; the SFT warm-up and GRPO run on every process together (DDP).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from researchrl.atomic import remove_dir, replacing, write_text
 from researchrl.data.load import load_questions
 from researchrl.environment import EnvConfig, RunningEnvironment
 from researchrl.errors import ConfigError, UserError
 from researchrl.eval.runner import evaluate
 from researchrl.records import write_records
 from researchrl.rl import ranks
+from researchrl.rl.checkpoints import export_model, resumable
 from researchrl.rl.config import TrainConfig
 from researchrl.rl.spend import merged, process_env
 from researchrl.types import Question
@@ -51,13 +54,6 @@ def split(questions: list[Question], heldout: int) -> tuple[list[Question], list
     return (questions[:-heldout], questions[-heldout:]) if heldout else (questions, [])
 
 
-def last_checkpoint(grpo_dir: Path) -> str | None:
-    """The newest complete TRL checkpoint directory, if any (trainer_state.json is the last file a save writes)."""
-    found = [p for p in grpo_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    found.sort(key=lambda p: int(p.name.split("-")[1]))
-    return str(found[-1]) if found else None
-
-
 def trained_steps(checkpoint: str | None) -> int:
     """The optimizer steps a checkpoint holds (0 without one)."""
     return 0 if checkpoint is None else int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
@@ -74,9 +70,7 @@ def drop_steps_after(log: Path, step: int) -> None:
                 kept.append(line + "\n")
         except ValueError:
             continue
-    tmp = log.with_name(log.name + ".partial")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, log)
+    write_text(log, "".join(kept))
 
 
 class Run:
@@ -93,7 +87,7 @@ class Run:
         self.peer_ledgers: list[str] = []  # the other processes' spend, as GRPO last reported it
         if ranks.is_main():
             self.dir.mkdir(parents=True, exist_ok=True)
-            (self.dir / "config.toml").write_text(cfg.to_toml())
+            write_text(self.dir / "config.toml", cfg.to_toml())
         ranks.barrier()
         self.results: dict[str, Any] = json.loads(self.eval_path.read_text()) if self.eval_path.exists() else {}
 
@@ -113,9 +107,10 @@ class Run:
                 summary, trajectories = evaluate(policy, questions, env, self.cfg.greedy_agent())
             finally:
                 env.loop.run(policy.aclose())
-            write_records(self.dir / f"eval_{phase}.jsonl", trajectories, append=False, phase=phase)
+            with replacing(self.dir / f"eval_{phase}.jsonl") as records:
+                write_records(records, trajectories, append=False, phase=phase)
             self.results[phase] = {**summary.as_dict(), "seconds": round(time.perf_counter() - started, 1)}
-            self.eval_path.write_text(json.dumps(self.results, indent=2))
+            write_text(self.eval_path, json.dumps(self.results, indent=2))
             self.save_ledger(env)
             self.say(f"eval {phase}: reward {summary.reward:.3f}, f1 {summary.f1:.3f}, format errors "
                      f"{summary.format_error_rate:.0%}, tool calls {summary.tool_call_rate:.0%} ({self.results[phase]['seconds']} s)")
@@ -124,14 +119,14 @@ class Run:
     def save_ledger(self, env: RunningEnvironment) -> None:
         """ledger.json: this process's spend plus the other processes' last reported spend (main only)."""
         if ranks.is_main():
-            (self.dir / "ledger.json").write_text(merged([env.tools.ledger.to_json(), *self.peer_ledgers]))
+            write_text(self.dir / "ledger.json", merged([env.tools.ledger.to_json(), *self.peer_ledgers]))
 
     def warm_up(self, base: str, questions: list[Question], env: RunningEnvironment) -> Path:
         """Expert demonstrations on training questions (main), then SFT (every process); returns the warmed-up model."""
         from researchrl.rl.sft import read_rows, warm_up
 
         out = self.dir / "sft"
-        if (out / "model" / "config.json").exists():
+        if (out / "model").is_dir():  # published whole by warm_up
             return out / "model"
         data = out / "demonstrations.jsonl"
         if ranks.is_main() and not data.exists():
@@ -140,11 +135,9 @@ class Run:
         rows = read_rows(data)
         self.say(f"warm-up: {len(rows)} expert trajectories, {sum(len(r['input_ids']) for r in rows)} tokens")
         started = time.perf_counter()
-        model, history = warm_up(base, rows, out, self.cfg.sft_epochs, self.cfg.sft_learning_rate,
-                                 micro_batch=self.cfg.micro_batch, seed=self.cfg.agent.seed,
-                                 gradient_checkpointing=self.cfg.gradient_checkpointing)
-        if ranks.is_main():
-            (out / "log_history.json").write_text(json.dumps(history, indent=1))
+        model, _ = warm_up(base, rows, out, self.cfg.sft_epochs, self.cfg.sft_learning_rate,
+                           micro_batch=self.cfg.micro_batch, seed=self.cfg.agent.seed,
+                           gradient_checkpointing=self.cfg.gradient_checkpointing)
         ranks.barrier()  # main saved the model before anyone loads it
         self.say(f"warm-up done in {time.perf_counter() - started:.0f} s")
         return model
@@ -160,9 +153,8 @@ class Run:
         data.parent.mkdir(parents=True, exist_ok=True)
         tokenizer = HFChatTokenizer(AutoTokenizer.from_pretrained(base))
         demos = demonstrations(questions, tokenizer, env, self.cfg.greedy_agent(), self.cfg.sft_examples)
-        tmp = data.with_name(data.name + ".partial")
-        write_rows(sft_rows(demos), tmp)
-        os.replace(tmp, data)
+        with replacing(data) as tmp:
+            write_rows(sft_rows(demos), tmp)
         self.save_ledger(env)
 
     def warm_up_from(self, model: str) -> Path:
@@ -183,14 +175,25 @@ class Run:
         from researchrl.rl.vllm_sync import rollout_server
 
         out = self.dir / "grpo"
-        checkpoint = last_checkpoint(out)
-        if (out / "model" / "config.json").exists() and (checkpoint is None or trained_steps(checkpoint) >= self.cfg.max_steps):
+        found = resumable(out, self.say) if ranks.is_main() else None  # main deletes cut saves; the others wait here
+        checkpoint = ranks.broadcast(None if found is None else str(found))
+        done = checkpoint is not None and trained_steps(checkpoint) >= self.cfg.max_steps
+        if (out / "model").is_dir() and (checkpoint is None or done):
+            return out / "model"
+        if done:  # killed after the last step's checkpoint; resumed from it, transformers would train one step more
+            if ranks.is_main():
+                self.say(f"GRPO finished at {out.name}/{Path(checkpoint).name}: its model becomes {out.name}/model")
+                export_model(Path(checkpoint), out / "model")
+            ranks.barrier()
             return out / "model"
         if ranks.is_main():
+            if checkpoint is not None:
+                self.say(f"GRPO resumes from {out.name}/{Path(checkpoint).name} ({trained_steps(checkpoint)} of {self.cfg.max_steps} steps done)")
             for log in ("trajectories.jsonl", "metrics.jsonl"):
                 drop_steps_after(self.dir / log, trained_steps(checkpoint))
-            if self.results.pop("after", None) is not None:  # a finished run trained on: its last evaluation is stale
-                self.eval_path.write_text(json.dumps(self.results, indent=2))
+            remove_dir(out / "model")  # a finished run trained on: its final model is stale until GRPO saves anew
+            if self.results.pop("after", None) is not None:  # and so is its last evaluation
+                write_text(self.eval_path, json.dumps(self.results, indent=2))
         ranks.barrier()
         with rollout_server(self.cfg, str(start), self.dir) as (endpoint, server):
             rollout = Rollout(questions, env, self.cfg.agent, log_path=self.dir / "trajectories.jsonl", vllm=endpoint)

@@ -128,7 +128,7 @@ def create_app(config: SandboxConfig, counters: FaultCounters) -> Starlette:
             if isinstance(payload, list):
                 return JSONResponse([_serp(site, item, base_url) for item in payload])
             return JSONResponse(_serp(site, payload, base_url))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return JSONResponse({"message": "Invalid JSON body", "statusCode": 400}, status_code=400)
         except BadRequest as exc:
             return JSONResponse({"message": str(exc), "statusCode": 400}, status_code=400)

@@ -1,18 +1,21 @@
 """An offline OpenAI-compatible reader: POST /v1/chat/completions plays the paper's reading agent with ExtractiveReader.
 
-It reads the rendered reader prompt (tools/reader.py `render_reader_prompt`) back into a ReadRequest, runs the
-deterministic ExtractiveReader on it, and answers in the tag format `parse_reply` reads, so
-`LLMReader(base_url=f"{sandbox.url}/v1", model=READER_MODEL)` works with no network and no GPU, and returns
-what ExtractiveReader returns. Extracted text that itself contains a reader tag (<page_down>, </extracted_info>,
-<think>...) would be cut by `parse_reply`, as it would be from a real model.
+It reads a reader prompt back into a ReadRequest, runs the deterministic ExtractiveReader on it, and answers in
+the tag format `parse_reply` reads, so `LLMReader(base_url=f"{sandbox.url}/v1", model=READER_MODEL)` works with
+no network and no GPU, and returns what ExtractiveReader returns. Extracted text that itself contains a reader tag
+(<page_down>, </extracted_info>, <think>...) would be cut by `parse_reply`, as it would be from a real model.
+
+Only the prompt's tagged fields are read, so any client of the paper's reader is answered: our prompt
+(`render_reader_prompt`) and the official one, whose <current_sub_question> is never closed; the prompt in the
+last message that holds one, whatever its role, as a string or as content parts; streamed or not.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
-import string
 import time
 from typing import Any
 
@@ -20,27 +23,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from researchrl.prompts import READER_PROMPT
 from researchrl.tools.reader import ExtractiveReader, ReadRequest, ReadResult
 
 READER_MODEL = "sandbox-reader"
-_FIELDS = {"main_question", "context_so_far", "sub_question", "page_index", "total_pages", "page_content"}
-
-
-def _prompt_pattern(template: str) -> re.Pattern[str]:
-    """A regex that matches `template` rendered with str.format, one named group per field."""
-    parts = []
-    for literal, name, _, _ in string.Formatter().parse(template):
-        parts.append(re.escape(literal))
-        if name is not None:
-            parts.append(rf"(?P<{name}>\d+)" if name in ("page_index", "total_pages") else rf"(?P<{name}>.*?)")
-    pattern = re.compile("".join(parts), re.DOTALL)
-    if set(pattern.groupindex) != _FIELDS:
-        raise ValueError(f"the reader prompt's fields changed: {sorted(pattern.groupindex)}")
-    return pattern
-
-
-_PROMPT = _prompt_pattern(READER_PROMPT)
+# The fields of the reader prompt (prompts.READER_PROMPT), each value optionally on lines of its own; the text before
+# them is not read. The official prompt leaves <current_sub_question> unclosed (REFERENCE-deepresearcher.md §3.6),
+# so either tag ends it. The page comes last and runs to the last </current_page_content>, so it may hold any text.
+_PROMPT = re.compile(
+    r"<main_question>\n?(?P<main_question>.*?)\n?</main_question>\s*"
+    r"<context_so_far>\n?(?P<context_so_far>.*?)\n?</context_so_far>\s*"
+    r"<current_sub_question>\n?(?P<sub_question>.*?)\n?</?current_sub_question>\s*"
+    r"<webpage_content>\s*<page_index>\s*(?P<page_index>\d+)\s*</page_index>\s*"
+    r"<total_page_number>\s*(?P<total_pages>\d+)\s*</total_page_number>\s*"
+    r"<current_page_content>(?P<page_content>.*)</current_page_content>\s*</webpage_content>",
+    re.DOTALL,
+)
 
 
 class NotAReaderPrompt(ValueError):
@@ -48,10 +45,11 @@ class NotAReaderPrompt(ValueError):
 
 
 def parse_reader_prompt(prompt: str) -> ReadRequest:
-    """The ReadRequest `render_reader_prompt` turned into `prompt`; NotAReaderPrompt for anything else."""
-    match = _PROMPT.fullmatch(prompt)
+    """The ReadRequest a reader prompt (ours or the official one) was rendered from; NotAReaderPrompt for anything else."""
+    match = _PROMPT.search(prompt)
     if match is None:
-        raise NotAReaderPrompt("the last user message is not the reader prompt (researchrl.prompts.READER_PROMPT)")
+        raise NotAReaderPrompt("no message holds the reader prompt (<main_question>, <context_so_far>, "
+                               "<current_sub_question>, <webpage_content>: researchrl.prompts.READER_PROMPT)")
     return ReadRequest(
         question=match["main_question"],
         sub_query=match["sub_question"],
@@ -81,18 +79,22 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": error}, status_code=status)
 
 
-def _user_prompt(payload: Any) -> str:
-    """The text of the last user message of a chat request; NotAReaderPrompt when there is none."""
+def _text(content: Any) -> str:  # noqa: ANN401
+    """A message's text: the string, or its text parts joined (a part may be a string or {"text": ...})."""
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else []
+    return "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in parts if isinstance(p, (str, dict)))
+
+
+def _prompt(payload: Any) -> tuple[str, ReadRequest]:  # noqa: ANN401
+    """The last message that holds a reader prompt, whatever its role (the official client sends one user message)."""
     messages = payload.get("messages") if isinstance(payload, dict) else None
-    users = [m for m in messages or [] if isinstance(m, dict) and m.get("role") == "user"]
-    if not users:
-        raise NotAReaderPrompt("the request has no user message")
-    content = users[-1].get("content")
-    if isinstance(content, list):  # content parts: keep the text ones
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    if not isinstance(content, str):
-        raise NotAReaderPrompt("the last user message has no text content")
-    return content
+    texts = [_text(m.get("content")) for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+    if not texts:
+        raise NotAReaderPrompt("the request has no messages")
+    text = next((t for t in reversed(texts) if "<main_question>" in t), texts[-1])
+    return text, parse_reader_prompt(text)
 
 
 def _completion(model: str, prompt: str, reply: str) -> dict[str, Any]:
@@ -109,6 +111,19 @@ def _completion(model: str, prompt: str, reply: str) -> dict[str, Any]:
     }
 
 
+def _stream(completion: dict[str, Any]) -> Response:
+    """The completion as server-sent events, as a streaming client reads it: the whole reply in one chunk, then [DONE]."""
+    choice = completion["choices"][0]
+    chunk = {**completion, "object": "chat.completion.chunk"}
+    chunk.pop("usage")
+    events = [
+        {**chunk, "choices": [{"index": 0, "delta": choice["message"], "finish_reason": None, "logprobs": None}]},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}]},
+    ]
+    body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+    return Response(body, media_type="text/event-stream")
+
+
 def reader_routes(reader: ExtractiveReader | None = None) -> list[Route]:
     """The OpenAI-compatible routes: POST /v1/chat/completions and GET /v1/models."""
     extractive = reader or ExtractiveReader()
@@ -118,16 +133,14 @@ def reader_routes(reader: ExtractiveReader | None = None) -> list[Route]:
             payload = await request.json()
         except ValueError:
             return _error(400, "the request body is not JSON")
-        if isinstance(payload, dict) and payload.get("stream"):
-            return _error(400, "the sandbox reader does not stream; send stream=false")
         try:
-            prompt = _user_prompt(payload)
-            req = parse_reader_prompt(prompt)
+            prompt, req = _prompt(payload)
         except NotAReaderPrompt as exc:
             return _error(400, str(exc))
         reply = reply_text(await extractive.read(req))
         model = payload.get("model") if isinstance(payload.get("model"), str) else READER_MODEL
-        return JSONResponse(_completion(model, prompt, reply))
+        completion = _completion(model, prompt, reply)
+        return _stream(completion) if payload.get("stream") else JSONResponse(completion)
 
     async def models(request: Request) -> Response:
         card = {"id": READER_MODEL, "object": "model", "created": 0, "owned_by": "researchrl-sandbox"}

@@ -1,4 +1,5 @@
-"""Run the sandbox with uvicorn in a background thread, for tests, benchmarks and the CLI; and a connect-timeout Blackhole."""
+"""Run the sandbox with uvicorn in a background thread, for tests, benchmarks and the CLI, or in a process of its own
+(`spawn_sandbox`, benchmarks: its CPU apart from the client's); and a connect-timeout Blackhole."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import errno
 import logging
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 
+import httpx
 import uvicorn
 
 from researchrl.errors import UserError
@@ -73,10 +77,10 @@ class SandboxServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._socket.bind((self.host, self.config.port))
-        except OSError as err:  # the port is taken, or the host is not an address of this machine
+        except (OSError, OverflowError) as err:  # the port is taken or out of 0-65535, or the host is not ours
             self._socket.close()
             self._socket = None
-            raise UserError(f"cannot listen on {self.host}:{self.config.port}: {err.strerror or err}") from None
+            raise UserError(f"cannot listen on {self.host}:{self.config.port}: {getattr(err, 'strerror', None) or err}") from None
         self.port = self._socket.getsockname()[1]
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off", http="h11", ws="none",
@@ -116,6 +120,22 @@ class SandboxServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.to_thread(self.stop)
+
+
+def spawn_sandbox(port: int, seed: int, *flags: str, ready_s: float = 60.0) -> subprocess.Popen:
+    """`researchrl sandbox serve` on `port` with `flags` (latency, faults) in its own process, returned once it answers."""
+    cmd = [sys.executable, "-m", "researchrl.cli", "sandbox", "serve", "--port", str(port), "--seed", str(seed), *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + ready_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/_faults", timeout=1, trust_env=False).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"the sandbox did not answer on port {port} within {ready_s:.0f} s")
 
 
 class Blackhole:

@@ -8,7 +8,9 @@ shaped like one (redacted before a body is cut to an excerpt, web/redact.py):
     http_<status>         any other 4xx, not retried; 429 and 5xx once `retry.attempts` tries are spent
     timeout | connect | network
                           no response in time, no connection, a broken one; after `retry.attempts` tries
-    bad_response          a 2xx body that is not JSON or not the provider's documented shape; not retried
+    bad_response          a 2xx body that is not JSON (a captcha wall, an empty or cut body): retried like a 5xx,
+                          since the next answer may be the real one; JSON not in the provider's documented shape:
+                          not retried (the same request gets the same shape)
 
 A well-formed response with no results is an empty list, never an error and never retried.
 """
@@ -24,7 +26,8 @@ import httpx
 
 from researchrl.search.base import MissingCredentials, SearchError
 from researchrl.types import SearchResult
-from researchrl.web.redact import excerpt, redact
+from researchrl.web.cache import endpoint_id
+from researchrl.web.redact import excerpt, redact, register
 from researchrl.web.retry import RetryableError, RetryPolicy, retry_after_seconds, with_retries
 
 MAX_IN_FLIGHT = 100  # requests in flight per client (httpx's default pool size); more callers queue fairly
@@ -49,6 +52,7 @@ class HttpSearchApi:
         self.retry = retry
         self._timeout = httpx.Timeout(timeout)  # connect, read, write and pool, each bounded
         self._secret = secret
+        register(secret)  # every message, log and file of this process masks it from now on
         self._owns_client = client is None
         limits = httpx.Limits(max_connections=MAX_IN_FLIGHT)
         self._client = client if client is not None else httpx.AsyncClient(timeout=self._timeout, limits=limits)
@@ -57,6 +61,11 @@ class HttpSearchApi:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    @property
+    def cache_id(self) -> str:
+        """Who answers, for cache keys: the provider at its endpoint (another instance or port is another web)."""
+        return f"{self.name}@{endpoint_id(self.base_url)}"
 
     async def aclose(self) -> None:
         """Close the connection pool if this object made it; an injected client belongs to whoever passed it."""
@@ -91,7 +100,7 @@ class HttpSearchApi:
         params: Mapping[str, str | int] | None,
         json: Mapping[str, Any] | None,
     ) -> Any:
-        """One try: network faults, 429 and 5xx become RetryableError; a malformed URL (our bug) raises as is."""
+        """One try: network faults, 429, 5xx and a non-JSON 2xx become RetryableError; a malformed URL (our bug) raises."""
         try:
             async with self._slots:
                 response = await self._client.request(
@@ -113,8 +122,8 @@ class HttpSearchApi:
             raise SearchError(self.name, f"http_{status}", f"HTTP {status}: {self._excerpt(response)}")
         try:
             return response.json()
-        except ValueError:
-            raise SearchError(self.name, "bad_response", f"body is not JSON: {self._excerpt(response)}") from None
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser's depth
+            raise RetryableError(f"body is not JSON: {self._excerpt(response) or '(empty)'}", "bad_response") from None
 
     def _redact(self, text: str) -> str:
         """Servers and sockets may echo what they were sent; the key must not survive into a message."""
@@ -150,8 +159,8 @@ def extract_results(
         if not isinstance(item, dict):
             raise SearchError(provider, "bad_response", f"a result is {type(item).__name__}, not an object")
         title, url, snippet = (_text(provider, item, field) for field in fields)
-        if url:
-            results.append(SearchResult(title=clean(title), url=url.strip(), snippet=clean(snippet)))
+        if url:  # a provider echoing a key in its text must not put it in an observation or the cache
+            results.append(SearchResult(title=redact(clean(title)), url=url.strip(), snippet=redact(clean(snippet))))
     return results
 
 

@@ -9,6 +9,7 @@ import httpx
 from researchrl.search.base import SearchError
 from researchrl.search.http_api import HttpSearchApi, env_or, extract_results
 from researchrl.types import SearchResult
+from researchrl.web.redact import register
 from researchrl.web.retry import RetryPolicy
 
 
@@ -32,6 +33,7 @@ class SearxngSearch(HttpSearchApi):
         self._headers = {"Accept": "application/json"}
         if url.userinfo:
             token = base64.b64encode(f"{url.username}:{url.password}".encode()).decode()
+            register(token)  # a server echoing the Authorization header echoes this, not the password
             self._headers["Authorization"] = f"Basic {token}"
 
     async def search(self, query: str, num: int = 10) -> list[SearchResult]:

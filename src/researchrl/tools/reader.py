@@ -16,12 +16,12 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import openai
 
 from researchrl.errors import EnvironmentFault
 from researchrl.prompts import READER_PROMPT
+from researchrl.web.cache import endpoint_id
 from researchrl.web.chat import ChatError, complete, openai_client
 from researchrl.web.retry import RetryPolicy
 
@@ -203,8 +203,7 @@ class LLMReader:
     def cache_id(self) -> str:
         """Who answers, for cache keys: model, endpoint, sampling settings and a short hash of the prompt template."""
         template = hashlib.sha256(READER_PROMPT.encode()).hexdigest()[:12]
-        url = urlsplit(self.base_url)
-        endpoint = url._replace(netloc=url.netloc.rpartition("@")[2], query="", fragment="").geturl()  # no credentials
+        endpoint = endpoint_id(self.base_url)
         return f"llm:{self.model}@{endpoint}:t={self.temperature}:max_tokens={self.max_tokens}:prompt={template}"
 
     async def read(self, req: ReadRequest) -> ReadResult:

@@ -12,12 +12,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
+
+from researchrl.errors import ConfigError
+from researchrl.web.redact import REDACTED, register
 
 T = TypeVar("T")
 
@@ -35,6 +41,10 @@ class Store(Protocol):
 
     async def take(self, bucket: str, rate: float, burst: float) -> float:
         """Reserve one token of a bucket refilled at `rate`/s up to `burst`; seconds to wait before using it (0: now)."""
+        ...
+
+    async def stats(self) -> StoreStats:
+        """Entries and bytes held (one round trip: `open_reachable` checks a store with it)."""
         ...
 
     async def aclose(self) -> None:
@@ -58,6 +68,16 @@ def cache_key(*parts: object) -> str:
     """A stable key for any JSON-able parts (sha256 hex)."""
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def endpoint_id(url: str) -> str:
+    """A base URL as cache keys name it: scheme, host and port (explicit), path; no credentials, query or fragment."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    host = (parts.hostname or "").lower()
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
 def _check_bucket(rate: float, burst: float) -> None:
@@ -135,13 +155,14 @@ class MemoryStore:
 # ---------------------------------------------------------------- choosing a store
 
 STORE_SPECS = "None or 'memory', 'redis://host:port/db' (or rediss://, unix://), 'sqlite:///abs/path.db', or a file path"
+_ENV_REF = re.compile(r"\$\{(\w+)\}")  # a password written ${NAME}: read from that env var, so configs never hold it
 
 
 def open_store(spec: str | None) -> Store:
     """The store a `--cache` spec names: None/'memory' -> MemoryStore, redis URL -> RedisStore, else SQLiteStore.
 
     'sqlite:///abs/path.db' names an absolute path (like file:///); a plain path may be relative.
-    Parent directories of a SQLite file are created.
+    Parent directories of a SQLite file are created. A Redis password may be written ${ENV_VAR}.
     """
     if spec is None or spec.strip() == "memory":
         return MemoryStore()
@@ -149,20 +170,57 @@ def open_store(spec: str | None) -> Store:
     if spec.startswith(("redis://", "rediss://", "unix://")):
         from researchrl.web.redis_store import RedisStore
 
-        return RedisStore(spec)
+        return RedisStore(_redis_url(spec))
     if spec.startswith("sqlite://"):
         path = spec.removeprefix("sqlite://")
         if not path.startswith("/") or path == "/":
-            raise ValueError(f"bad cache spec {spec!r}: sqlite URLs are sqlite:///absolute/path.db; accepted: {STORE_SPECS}")
+            raise ConfigError(f"bad cache spec {spec!r}: sqlite URLs are sqlite:///absolute/path.db; accepted: {STORE_SPECS}")
     elif "://" in spec or not spec:
-        raise ValueError(f"bad cache spec {spec!r}; accepted: {STORE_SPECS}")
+        raise ConfigError(f"bad cache spec {spec!r}; accepted: {STORE_SPECS}")
     else:
         path = spec
     file = Path(path).expanduser()
-    file.parent.mkdir(parents=True, exist_ok=True)
+    if file.is_dir():
+        raise ConfigError(f"cache {spec} is a directory: give a SQLite file, e.g. {file / 'web.sqlite'}")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create the cache file {file}: {err.strerror or err}") from None
     from researchrl.web.sqlite_store import SQLiteStore
 
     return SQLiteStore(file)
+
+
+async def open_reachable(spec: str | None) -> Store:
+    """`open_store`, then one round trip: an unusable file or an unreachable Redis is one ConfigError now, not on every call."""
+    try:
+        store = open_store(spec)
+    except StoreError as err:
+        raise ConfigError(f"cannot use the cache: {err}") from None
+    try:
+        await store.stats()
+    except StoreError as err:
+        await store.aclose()
+        raise ConfigError(f"cannot use the cache: {err}") from None
+    return store
+
+
+def _redis_url(spec: str) -> str:
+    """The URL to connect to, its ${NAME} password read from the environment; the password is registered as a secret."""
+    if f":{REDACTED}@" in spec:
+        raise ConfigError("the cache URL's password was redacted when its config was saved: give the URL again "
+                          "(--cache, or --set env.cache=...), with the password as ${ENV_VAR} to keep it out of configs")
+    parts = urlsplit(spec)
+    password = parts.password or ""
+    ref = _ENV_REF.fullmatch(password)
+    if ref:
+        value = os.environ.get(ref.group(1), "")
+        if not value:
+            raise ConfigError(f"the cache URL's password names ${ref.group(1)}, which is not set")
+        password = quote(value, safe="")
+        spec = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{password}@{parts.netloc.rpartition('@')[2]}"))
+    register(password, unquote(password), *parse_qs(parts.query).get("password", []))
+    return spec
 
 
 # ---------------------------------------------------------------- single-flight

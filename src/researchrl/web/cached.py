@@ -8,7 +8,11 @@ Modes (`--web`):
     replay  only the store answers; upstream is never called (it may be None); a miss raises ReplayMiss
 
 Identical calls in flight at the same moment (16 rollouts of one question searching the same thing)
-share one upstream call. Entries are JSON, written by the kind's Codec (`web/kinds.py`); an error entry
+share one upstream call. When that call fails with a transient fault (the kind's outages: a timeout, a 5xx,
+a garbage body), only its leader, whose retries it spent, gets the error: in cache mode each caller that had
+joined it starts a new flight (or joins the next), at most `rejoins` times.
+
+Entries are JSON, written by the kind's Codec (`web/kinds.py`); an error entry
 keeps the exception's class, args and attributes and is raised again as that class. Page bodies are
 content-addressed: namespace "url" maps a URL to {hash, final url, status, content type} and "blob" maps
 the hash to the body, so one body served under many URLs is stored once.
@@ -22,10 +26,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
-from researchrl.errors import UserError
+from researchrl.errors import EnvironmentFault, UserError
 from researchrl.web.cache import SingleFlight, Store, cache_key
 from researchrl.web.fault_record import FaultRecord
-from researchrl.web.guard import REFUSALS
+from researchrl.web.guard import REFUSALS, verdict
 from researchrl.web.kinds import Codec, Layer, ToolKind
 
 Mode = Literal["live", "cache", "record", "replay"]
@@ -65,9 +69,13 @@ class Cached(Layer):
     default (search: the provider; pages: the URL alone); a reader with none (ExtractiveReader: local and
     deterministic) is called straight through in every mode.
 
+    Keys hash the codec's version, the identity and the call (web/kinds.py), so a search provider at another
+    endpoint, or a reader with another model or prompt, never answers from the other's entries.
+
     Counters: `upstream_calls` made; `hits` and `misses` of the store lookups (one per flight);
-    `joins`, calls answered by an identical call already in flight. The counter's `hit` is told about
-    every store hit and every join (neither costs an upstream call).
+    `joins`, calls answered by an identical call already in flight; `rejoined`, joined flights that failed
+    and were tried again. The counter's `hit` is told about every store hit and every answered join
+    (neither costs an upstream call).
     """
 
     def __init__(
@@ -82,6 +90,7 @@ class Cached(Layer):
         counter: HitCounter | None = None,
         provider: str | None = None,
         cache_id: str | None = None,
+        rejoins: int = 2,
     ):
         if kind.codec is None:
             raise ValueError(f"{kind.name} answers are never stored")
@@ -104,34 +113,52 @@ class Cached(Layer):
         self.flight = flight if flight is not None else SingleFlight()
         self.counter = counter
         self.name = name
-        self.hits = self.misses = self.upstream_calls = self.joins = 0
+        self.rejoins = rejoins  # new flights a caller may try after a flight it joined failed transiently
+        self.hits = self.misses = self.upstream_calls = self.joins = self.rejoined = 0
 
     async def call(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-        """The answer to this call: from the store, from an identical call in flight, or from upstream."""
+        """The answer to this call: from the store, from an identical call in flight, or from upstream.
+
+        A caller whose joined flight failed transiently spent none of its own tries, so it flies again (cache mode,
+        at most `rejoins` times); an error reaches a caller only from a flight it led, or with its rejoins spent.
+        """
         call = self.kind.args(*args, **kwargs)
         if self.mode == "live" or self.cache_id is None:
             self.upstream_calls += 1
             return await self._upstream(call)
-        key = cache_key(*self.codec.key(self.cache_id, call))
-        led = False
+        key = cache_key(f"v{self.codec.version}", *self.codec.key(self.cache_id, call))
+        label = self.codec.label(self.cache_id, call)
 
         async def lead() -> Any:  # noqa: ANN401
             nonlocal led
             led = True
-            return await self._lead(key, self.codec.label(self.cache_id, call), lambda: self._upstream(call))
+            return await self._lead(key, label, lambda: self._upstream(call))
 
-        try:
-            return await self.flight.do(f"{self.kind.name}:{key}", lead)
-        finally:
-            if not led:
-                self.joins += 1
-                self._hit()
+        tried = 0
+        while True:
+            led = rejoin = False
+            try:
+                return await self.flight.do(f"{self.kind.name}:{key}", lead)
+            except self.kind.fault as err:
+                rejoin = not led and tried < self.rejoins and self.mode == "cache" and self._transient(err)
+                if not rejoin:
+                    raise
+                self.rejoined += 1
+                tried += 1
+            finally:
+                if not led and not rejoin:
+                    self.joins += 1
+                    self._hit()
 
     async def aclose(self) -> None:
         """Close the upstream if it can be closed (the store belongs to whoever opened it)."""
         close = getattr(self.upstream, "aclose", None)
         if close is not None:
             await close()
+
+    def _transient(self, err: EnvironmentFault) -> bool:
+        """Whether another call may answer: an upstream outage, not a refusal nor the request's own fault."""
+        return verdict(err.kind, self.kind.outages) is True
 
     def _upstream(self, call: tuple[Any, ...]) -> Awaitable[Any]:
         return getattr(self.upstream, self.kind.method)(*call)

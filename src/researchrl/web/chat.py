@@ -10,20 +10,20 @@ ChatError, whose `kind` says why, after bounded retries (backoff, jitter, Retry-
     bad_response           a 2xx whose body is not a completion                     (not retried)
 
 Messages carry the model, the status and an excerpt of the provider's text with the key used, and anything
-shaped like a key, redacted before the cut (web/redact.py). The client's exception is never chained.
+shaped like a key, redacted before the cut (web/redact.py), as is a reply's text. The client's exception is
+never chained.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import Sequence
 
 import openai
 
 from researchrl.errors import EnvironmentFault
-from researchrl.web.redact import excerpt
+from researchrl.web.redact import excerpt, redact, secret_env
 from researchrl.web.retry import RetryableError, RetryPolicy, retry_after_seconds, with_retries
 
 NO_KEY = "EMPTY"  # sent when the key's env var is unset: local servers without auth accept any key
@@ -41,10 +41,8 @@ class ChatError(EnvironmentFault):
 
 
 def openai_client(base_url: str, api_key_env: str, timeout: float) -> openai.AsyncOpenAI:
-    """A client with the key read from `api_key_env` (NO_KEY when unset), `timeout` per network operation, no retries."""
-    return openai.AsyncOpenAI(
-        base_url=base_url, api_key=os.environ.get(api_key_env) or NO_KEY, timeout=timeout, max_retries=0
-    )
+    """A client with the key read from `api_key_env` (registered as a secret; NO_KEY when unset), no retries."""
+    return openai.AsyncOpenAI(base_url=base_url, api_key=secret_env(api_key_env) or NO_KEY, timeout=timeout, max_retries=0)
 
 
 def secrets_of(client: openai.AsyncOpenAI) -> tuple[str, ...]:
@@ -117,12 +115,23 @@ async def _attempt(
         failure = RetryableError(f"no reply within {timeout} s", "timeout")
     except openai.APIError as err:
         failure = api_failure(err, secrets_of(client))
-    except ValueError:  # openai lets json.JSONDecodeError through for a 2xx JSON-typed body that is not JSON
+    except (ValueError, RecursionError):  # openai lets the JSON parser's errors through (not JSON, not UTF-8, too deep)
         failure = ChatError("bad_response", "the body is not JSON")
     else:
-        choices = getattr(completion, "choices", None) or []
-        return (choices[0].message.content or "") if choices else ""
+        return redact(_reply_text(completion))  # a reply echoing a key stops here
     raise failure
+
+
+def _reply_text(completion: object) -> str:
+    """The first choice's text ("" when it carries none); ChatError when a 2xx JSON body is not shaped like a completion."""
+    choices = getattr(completion, "choices", None)
+    if not choices:
+        return ""
+    message = getattr(choices[0], "message", None) if isinstance(choices, list) else None
+    content = getattr(message, "content", None)
+    if message is None or not isinstance(content, (str, type(None))):
+        raise ChatError("bad_response", "the body is not a completion")
+    return content or ""
 
 
 def _provider_text(err: openai.APIError) -> str:

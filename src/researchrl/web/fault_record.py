@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from researchrl.errors import EnvironmentFault
+from researchrl.web.redact import scrub
 
 Scalar = str | int | float | bool | None
 
@@ -22,9 +23,9 @@ class FaultRecord:
 
     @classmethod
     def of(cls, err: Exception) -> FaultRecord:
-        """`err` as data; attributes that are not plain values are dropped."""
+        """`err` as data, every string redacted (it is stored or sent on); attributes that are not plain values are dropped."""
         attrs = {k: v for k, v in vars(err).items() if isinstance(v, (str, int, float, bool, type(None)))}
-        return cls(f"{type(err).__module__}.{type(err).__qualname__}", tuple(err.args), attrs)
+        return cls(f"{type(err).__module__}.{type(err).__qualname__}", scrub(tuple(err.args)), scrub(attrs))
 
     @property
     def kind(self) -> str | None:

@@ -52,6 +52,7 @@ class Guarded(Layer):
         self.upstream = upstream
         self.provider: str = provider or kind.provider or getattr(upstream, "name", None)
         self.name: str = getattr(upstream, "name", None) or self.provider
+        self.cache_id: str | None = getattr(upstream, "cache_id", None)  # a cache in front keys by the upstream's identity
         self.rate = rate
         self.breaker = breaker
         self.ledger = ledger

@@ -39,6 +39,7 @@ class Codec:
     encode: Callable[[Any], Any]  # an answer as JSON
     decode: Callable[[Any, bytes | None], Any]  # the answer from its JSON and its body (None: the codec has none)
     body: Callable[[Any], bytes] | None = None  # a part stored under "blob" by content hash, however many keys share it
+    version: int = 1  # hashed into every key: bump it when the key's parts or the encoding change, so old entries miss
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,12 @@ SEARCH = ToolKind(
         namespace="search",
         field="results",
         ttl=7 * DAY,  # paper: search results cached for 7 days
-        identity=lambda provider: provider,
+        identity=lambda provider: provider,  # only for a backend with no cache_id (a local index, a test fake)
         key=_search_key,
         label=_search_label,
         encode=lambda results: [asdict(r) for r in results],
         decode=lambda data, body: [SearchResult(**item) for item in data],
+        version=2,  # 2: the provider's endpoint joined the identity (1 keyed a provider by its name alone)
     ),
 )
 

@@ -89,6 +89,7 @@ class Ledger:
         self._run: dict[tuple[str, str], Usage] = {}
         self._refused_step = 0  # paid calls refused this step
         self._refused_run = False
+        self._store_failed = self._store_skipped = 0  # cache store operations its backend did not serve this step
 
     def charge(self, kind: str, provider: str, bytes: int = 0) -> None:
         """Count one upstream call about to be made; past a cap, raise BudgetExceeded and count only the refusal."""
@@ -118,12 +119,21 @@ class Ledger:
             for usage in self._pair(kind, provider):
                 usage.hits += 1
 
+    def store_error(self, skipped: bool) -> None:
+        """Count a cache store operation its backend did not serve: it failed, or was `skipped` while it was down."""
+        with self._lock:
+            if skipped:
+                self._store_skipped += 1
+            else:
+                self._store_failed += 1
+
     def start_step(self, step: int) -> None:
         """Begin training step `step`: step totals and the step budget start from zero."""
         with self._lock:
             self.step = step
             self._step.clear()
             self._refused_step = 0
+            self._store_failed = self._store_skipped = 0
 
     @property
     def step_cost(self) -> float:
@@ -167,6 +177,8 @@ class Ledger:
                 calls, hits = calls + usage.calls, hits + usage.hits
             out["web/cache_hit_rate"] = hits / (calls + hits) if calls + hits else 0.0
             out["web/budget_refusals"] = float(self._refused_step)
+            out["web/store_errors"] = float(self._store_failed)
+            out["web/store_skipped"] = float(self._store_skipped)
             return out
 
     def to_json(self) -> str:

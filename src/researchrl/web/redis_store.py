@@ -108,7 +108,7 @@ class RedisStore:
         try:
             from redis.asyncio import BlockingConnectionPool, Redis
             from redis.backoff import ExponentialWithJitterBackoff
-            from redis.retry import Retry
+            from redis.asyncio.retry import Retry  # not redis.retry.Retry: the asyncio client would never retry
         except ImportError as err:
             raise ImportError("RedisStore needs the redis package: pip install 'redis>=5'") from err
         if max_entries < 1 or max_bytes < 1:
