@@ -74,7 +74,7 @@ def problem(checkpoint: Path) -> str | None:
     state = read_json(checkpoint / "trainer_state.json")
     if state is None:
         return "no trainer_state.json" if not (checkpoint / "trainer_state.json").exists() else "trainer_state.json is cut short"
-    step = int(checkpoint.name.split("-")[1])
+    step = int(NAME.fullmatch(checkpoint.name).group(1))  # resumable() lists only names NAME matches
     if not isinstance(state, dict) or state.get("global_step") != step:
         return f"trainer_state.json is not at step {step}"
     if read_json(checkpoint / "config.json") is None:
