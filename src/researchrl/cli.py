@@ -14,11 +14,8 @@ from rich.console import Console
 
 from researchrl import options
 from researchrl.bounds import MAX_QUESTION_CHARS, check_size
-from researchrl.config import nest
-from researchrl.environment import SEARCH_NAMES
-from researchrl.errors import ConfigError
+from researchrl.errors import ConfigError, UserError
 from researchrl.outputs import check_dir, check_file, removed_on_failure
-from researchrl.resolve import AGENT_FLAGS
 
 app = typer.Typer(
     help="Train and run deep-research agents (DeepResearcher, rebuilt).",
@@ -35,8 +32,10 @@ def _mount() -> None:
     from researchrl.eval.cli import eval_command
     from researchrl.report.cli import report
     from researchrl.sandbox.cli import app as sandbox_app
+    from researchrl.serve.cli import app as serve_app
 
     app.add_typer(sandbox_app, name="sandbox", help="The offline sandbox web (search API + page server on loopback).")
+    app.add_typer(serve_app, name="serve", help="Serve the research agent (OpenAI chat API) or its tools (MCP).")
     app.command("eval")(eval_command)
     app.command("curate")(curate)
     app.command("report")(report)
@@ -45,17 +44,11 @@ def _mount() -> None:
 _mount()
 
 
-ASK_FLAGS = {  # flag -> the setting it sets
-    "search": "env.search", "search_url": "env.search_url", "corpus": "env.corpus", "reader": "env.reader",
-    "reader_url": "env.reader_url", "reader_model": "env.reader_model", "web": "env.web", "cache": "env.cache",
-    "protocol": "agent.protocol", **AGENT_FLAGS,
-}
-
 
 @app.command()
 def ask(
     ctx: typer.Context,
-    question: str = typer.Argument(..., help="The question to research."),
+    question: Optional[str] = typer.Argument(None, help="The question to research (or --file for many)."),
     model: str = options.MODEL,
     base_url: Optional[str] = options.BASE_URL,
     api_key_env: str = options.API_KEY_ENV,
@@ -64,43 +57,61 @@ def ask(
     phase: str = options.PHASE,
     config: Optional[Path] = options.CONFIG,
     set_: list[str] = options.SET,
-    search: str = typer.Option("sandbox", help=f"Search backend: {' | '.join(SEARCH_NAMES)}."),
+    search: str = options.SEARCH,
     search_url: Optional[str] = options.SEARCH_URL,
-    corpus: Optional[Path] = typer.Option(None, help="JSONL/parquet corpus for --search local."),
-    reader: str = typer.Option("extractive", help="Browsing reader: extractive (no LLM) | llm."),
-    reader_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL of the reader LLM (--reader llm)."),
-    reader_model: str = typer.Option("qwen-plus", help="Reader model name (--reader llm)."),
+    corpus: Optional[Path] = options.CORPUS,
+    reader: str = options.READER,
+    reader_url: Optional[str] = options.READER_URL,
+    reader_model: str = options.READER_MODEL,
     web: str = options.WEB,
     cache: Optional[str] = options.CACHE,
-    protocol: str = typer.Option("deepresearcher", help="Turn protocol: deepresearcher | search_r1."),
+    protocol: str = options.PROTOCOL,
     max_turns: int = options.MAX_TURNS,
     max_new_tokens: int = options.MAX_NEW_TOKENS,
     temperature: float = options.TEMPERATURE,
     gold: list[str] = typer.Option([], help="Gold answer(s) to score against; repeat the flag for aliases."),
     threads: Optional[int] = options.THREADS,
-    save: Optional[Path] = typer.Option(None, help="Also write the trajectory as JSON to this file."),
+    save: Optional[Path] = typer.Option(None, help="Also write the trajectory as JSON to this file (one question only)."),
+    file_: Optional[Path] = typer.Option(None, "--file", help='A .jsonl of questions to answer in a batch: {"question": ...} a line, optional "id" and gold "answers"; needs --out.'),
+    out: Optional[Path] = typer.Option(None, help="With --file: the answers, a JSON line per question as each ends; rerun to resume (settings in OUT.config.json)."),
+    concurrency: int = typer.Option(16, min=1, help="With --file: questions in flight (a local model batches their turns)."),
 ) -> None:
-    """Run one research episode and print every turn: think, tool calls, observations, answer."""
-    from researchrl.resolve import applied, resolve
+    """Run one research episode and print every turn: think, tool calls, observations, answer (--file: a batch to JSONL)."""
+    from researchrl.resolve import EPISODE_FLAGS, resolve_flags
 
     values = {"search": search, "search_url": search_url, "corpus": corpus, "reader": reader, "reader_url": reader_url,
               "reader_model": reader_model, "web": web, "cache": cache, "protocol": protocol, "max_turns": max_turns,
               "max_new_tokens": max_new_tokens, "temperature": temperature}
-    apply = applied(ctx, [*ASK_FLAGS, "model"], over_base=run is not None or config is not None)
-    flags = {ASK_FLAGS[name]: value for name, value in values.items() if value is not None and name in apply}
     with options.exit_on_known():
-        check_size("the question", len(question), MAX_QUESTION_CHARS)
+        if (question is None) == (file_ is None):
+            raise UserError("give a question or --file" + (", not both" if question is not None else ""))
+        if (file_ is None) != (out is None):
+            raise UserError("--file and --out go together: the questions, and the file their answers go to")
+        if file_ is not None and (save is not None or gold):
+            raise UserError("--save and --gold are for one question: with --file, golds come from the file, answers go to --out")
+        if question is not None:
+            check_size("the question", len(question), MAX_QUESTION_CHARS)
         if save is not None:
             check_file(save, "--save")  # before the episode, so its result is not lost
         if protocol not in ("deepresearcher", "search_r1"):
             raise ConfigError(f"--protocol must be deepresearcher or search_r1, not {protocol!r}")
-        chosen = resolve(run, phase, config, nest(flags), set_, model if "model" in apply else None)
-        trajectory, spend = asyncio.run(
-            _ask(question, gold, chosen.model, base_url, api_key_env, tokenizer, threads, chosen.env, chosen.agent)
-        )
+        chosen = resolve_flags(ctx, EPISODE_FLAGS, values, run, phase, config, set_, model)
+        if file_ is not None:
+            from researchrl.answers import AnswerJob, answer_file
+
+            job = AnswerJob(file_, out, chosen.model, chosen.agent, chosen.env, concurrency)  # type: ignore[arg-type]
+            outcome = answer_file(job, base_url, api_key_env, tokenizer, threads)
+        else:
+            trajectory, spend = asyncio.run(
+                _ask(question, gold, chosen.model, base_url, api_key_env, tokenizer, threads, chosen.env, chosen.agent)
+            )
     from researchrl.display import print_trajectory, web_summary
     from researchrl.web.redact import scrub
 
+    if file_ is not None:
+        console.print(web_summary(outcome.web))
+        console.print(f"answers: {out} ({outcome.written} written now, {outcome.earlier} from before, of {outcome.total})", soft_wrap=True)
+        return
     print_trajectory(console, trajectory)
     console.print(web_summary(spend))
     if save is not None:

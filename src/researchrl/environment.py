@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -19,7 +19,7 @@ from researchrl.policy.base import Policy
 from researchrl.tools.base import Toolset
 from researchrl.tools.browse import BrowseTool
 from researchrl.tools.web_search import WebSearchTool
-from researchrl.types import Question, Trajectory
+from researchrl.types import Page, Question, Trajectory
 from researchrl.web.http import FetchConfig
 from researchrl.web.retry import RetryPolicy
 
@@ -69,6 +69,7 @@ class EnvConfig:
     executor: Literal["local", "ray"] = "local"  # ray: search, fetch and read calls run on a pool of Ray actors
     ray_address: str | None = None  # a Ray cluster address; None starts a local Ray
     ray_workers: int = 2  # tool worker actors in the pool
+    extract_workers: int | None = None  # page-extraction processes here; None: the usable cores less one; 0: a thread
 
     def __post_init__(self) -> None:
         choices = {"search": SEARCH_NAMES, "web": WEB_MODES, "reader": ("extractive", "llm"), "executor": ("local", "ray")}
@@ -250,6 +251,8 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
                 )
         elif cfg.reader == "extractive":
             reader = _reader(cfg)
+        if extract is None:  # the local executor, or a replay: pages are extracted in this process
+            extract = _extract_pool(cfg, stack)
         if cfg.web != "live":
             flight = SingleFlight()
             chain = names[0] if len(names) == 1 else f"failover({'>'.join(names)})"
@@ -298,7 +301,7 @@ async def _noted_sandbox(cfg: EnvConfig, store: Any, running: str | None) -> str
 async def _upstreams(
     cfg: EnvConfig, stack: contextlib.AsyncExitStack
 ) -> tuple[dict[str, Any], Any, Any, Any, str | None]:
-    """The raw providers, pages, reader, page extractor (None: in a thread here) and the sandbox's address (None: no
+    """The raw providers, pages, reader, page extractor (None: in this process) and the sandbox's address (None: no
     sandbox), local or on Ray tool workers."""
     fetch_cfg, sandbox_url = cfg.fetch, None
     if cfg.search == "sandbox":
@@ -323,6 +326,18 @@ async def _upstreams(
     names = provider_names(cfg)
     providers = {name: pool.tool(SEARCH, name=name) for name in names}
     return providers, pool.tool(PAGE), pool.tool(READ), pool.tool(EXTRACT).call, sandbox_url
+
+
+def _extract_pool(cfg: EnvConfig, stack: contextlib.AsyncExitStack) -> Callable[[Page], Awaitable[str]] | None:
+    """Page extraction on a process pool over the free cores, closed with the environment; None: in a thread."""
+    from researchrl.tools.extract_pool import ExtractPool, pool_workers
+
+    workers = pool_workers(cfg.extract_workers)
+    if workers == 0:  # asked for, or one usable core: a pool would only take it from the event loop
+        return None
+    pool = ExtractPool(workers)
+    stack.push_async_callback(pool.aclose)
+    return pool.extract
 
 
 def start_sandbox(cfg: EnvConfig):  # noqa: ANN201
@@ -371,13 +386,15 @@ class RunningEnvironment:
             raise
 
     def episodes(
-        self, questions: list[Question], policy: Policy, cfg: AgentConfig, sample_indices: list[int]
+        self, questions: list[Question], policy: Policy, cfg: AgentConfig, sample_indices: list[int],
+        tools: Toolset | None = None,
     ) -> list[Trajectory]:
-        """Run all episodes concurrently and return them in input order."""
+        """Run all episodes concurrently and return them in input order (through `tools`, a wrapper of ours, if given)."""
+        toolset = tools or self.tools
 
         async def gather() -> list[Trajectory]:
             return await asyncio.gather(
-                *(run_episode(q, policy, self.tools, cfg, sample_index=i) for q, i in zip(questions, sample_indices))
+                *(run_episode(q, policy, toolset, cfg, sample_index=i) for q, i in zip(questions, sample_indices))
             )
 
         return self.loop.run(gather())

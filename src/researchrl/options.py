@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from researchrl.environment import SEARCH_NAMES
 from researchrl.errors import EnvironmentFault, UserError
 from researchrl.web.redact import guard_process, redact
 
@@ -50,3 +51,9 @@ RUN = typer.Option(None, help="A run directory made by researchrl train: use its
 PHASE = typer.Option("after", help="With --run, which model: after (GRPO) | after_sft (warm-up) | before (base).")
 CONFIG = typer.Option(None, help="TOML config file (see researchrl/configs/cpu.toml): its env and agent sections, and for train every key.")
 SET = typer.Option([], "--set", help="Override one setting, section.key=value, e.g. --set env.reader=llm --set agent.max_turns=6 (repeatable).")
+SEARCH = typer.Option("sandbox", help=f"Search backend: {' | '.join(SEARCH_NAMES)}.")
+CORPUS = typer.Option(None, help="JSONL/parquet corpus for --search local.")
+READER = typer.Option("extractive", help="Browsing reader: extractive (no LLM) | llm.")
+READER_URL = typer.Option(None, help="OpenAI-compatible base URL of the reader LLM (--reader llm).")
+READER_MODEL = typer.Option("qwen-plus", help="Reader model name (--reader llm).")
+PROTOCOL = typer.Option("deepresearcher", help="Turn protocol: deepresearcher | search_r1.")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +45,35 @@ def trajectory_record(trajectory: Trajectory, **extra: Any) -> dict[str, Any]:
         "em": reward.em if reward else None,
         "tool_calls": [c.name for c in trajectory.tool_calls],
         "tool_errors": trajectory.tool_errors,
+        "sources": sources(trajectory),
         "prompt_tokens": len(trajectory.prompt_ids),
         "completion_tokens": len(trajectory.completion_ids),
         "sampled_tokens": sum(trajectory.mask),
         "tokens_sha256": tokens_digest(trajectory),
         "turns": turns,
     })
+
+
+_READ = re.compile(r"""\{'url': (?:'([^']*)'|"([^"]*)"), 'information': \[\{""")  # an entry with information
+
+
+def sources(trajectory: Trajectory) -> list[str]:
+    """The URLs the answer rests on: every page a browse call read something from, in first-read order."""
+    urls: list[str] = []
+    for turn in trajectory.turns:
+        action, obs = turn.action, turn.observation
+        if isinstance(action, ToolCall) and action.name == "browse_webpage" and obs is not None:
+            urls += [url for url in read_urls(obs.text) if url not in urls]
+    return urls
+
+
+def read_urls(observation: str) -> list[str]:
+    """URLs a browse observation (a repr of [{'url', 'information', 'error'?}, ...]) read something from."""
+    try:
+        entries = ast.literal_eval(observation)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):  # cut short past the observation limit
+        return [single or double for single, double in _READ.findall(observation)]
+    return [str(e["url"]) for e in entries if isinstance(e, dict) and e.get("information")] if isinstance(entries, list) else []
 
 
 def tokens_digest(trajectory: Trajectory) -> str:

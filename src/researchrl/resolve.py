@@ -22,6 +22,11 @@ from researchrl.rl.config import TrainConfig, load_run_config
 AGENT_FLAGS = {  # the agent flags ask and eval share -> the setting each sets
     "max_turns": "agent.max_turns", "max_new_tokens": "agent.sampling.max_new_tokens", "temperature": "agent.sampling.temperature",
 }
+EPISODE_FLAGS = {  # the flags of the commands that run episodes (ask, serve agent) -> the setting each sets
+    "search": "env.search", "search_url": "env.search_url", "corpus": "env.corpus", "reader": "env.reader",
+    "reader_url": "env.reader_url", "reader_model": "env.reader_model", "web": "env.web", "cache": "env.cache",
+    "protocol": "agent.protocol", **AGENT_FLAGS,
+}
 PHASE_MODELS = {"before": None, "after_sft": "sft/model", "after": "grpo/model"}  # a run's model at each phase
 
 
@@ -45,6 +50,18 @@ def given(ctx: typer.Context, names: list[str]) -> set[str]:
 def applied(ctx: typer.Context, names: list[str], over_base: bool) -> set[str]:
     """The flags that set something: all of them over the defaults; over a run's config or a file, only those typed."""
     return given(ctx, names) if over_base else set(names)
+
+
+def resolve_flags(
+    ctx: typer.Context, flag_map: dict[str, str], values: dict[str, Any], run: Path | None, phase: str,
+    config: Path | None, sets: list[str], model: str | None,
+) -> Resolved:
+    """`resolve` from a command's flags: `values` by flag name, `flag_map` from flag name to the setting it sets."""
+    from researchrl.config import nest
+
+    apply = applied(ctx, [*flag_map, "model"], over_base=run is not None or config is not None)
+    flags = {flag_map[name]: value for name, value in values.items() if value is not None and name in apply}
+    return resolve(run, phase, config, nest(flags), sets, model if "model" in apply else None)
 
 
 def phase_model(run_dir: Path, cfg: TrainConfig, phase: str) -> str:

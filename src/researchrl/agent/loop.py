@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,10 +43,17 @@ def clip(obs: Observation, limit: int) -> Observation:
     return dataclasses.replace(obs, text=obs.text[:limit] + " …[truncated]")
 
 
+Watcher = Callable[[Turn], None]  # told of each turn twice: once sampled, once more when its observation is in
+
+
 async def run_episode(
-    question: Question, policy: Policy, tools: Toolset, cfg: AgentConfig, sample_index: int = 0
+    question: Question, policy: Policy, tools: Toolset, cfg: AgentConfig, sample_index: int = 0,
+    watch: Watcher | None = None,
 ) -> Trajectory:
-    """Run one episode token-in/token-out; environment faults arrive as observations, never as exceptions."""
+    """Run one episode token-in/token-out; environment faults arrive as observations, never as exceptions.
+
+    `watch` sees each turn as it happens (a served request streams them); it must not block.
+    """
     protocol: TurnProtocol = get_protocol(cfg.protocol)
     tokenizer = policy.tokenizer
     transcript = render.start(tokenizer, protocol, question.question, tools.schemas, question.context)
@@ -70,6 +78,8 @@ async def run_episode(
         action = protocol.parse(text)
         turn = Turn(text, sample.token_ids, sample.logprobs, sample.finish_reason, action)
         turns.append(turn)
+        if watch is not None:
+            watch(turn)
         if not isinstance(action, ToolCall):
             termination = "answer" if isinstance(action, Answer) else "format_error"
             break
@@ -83,6 +93,8 @@ async def run_episode(
             tokenizer, protocol.observation_pieces(render.frame_for(tokenizer), obs, sample.finish_reason == "eos")
         )
         transcript.add_forced(turn.observation_ids, protocol.observation_message(obs))
+        if watch is not None:
+            watch(turn)
     trajectory = Trajectory(
         question=question,
         prompt_ids=transcript.prompt_ids,

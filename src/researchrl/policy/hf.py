@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,7 @@ class HFPolicy:
         self.prefix_cache = prefix_cache
         self._prefix: tuple[tuple[int, ...], Any] | None = None
         self._pending: list[_Request] = []
+        self.batch_sizes: Counter[int] = Counter()  # generate calls by rows (at most max_batch keys): is batching working?
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
 
@@ -121,6 +123,7 @@ class HFPolicy:
         batch = [r for r in self._pending if _decode_key(r.sampling) == key][: self.max_batch]
         taken = {id(r) for r in batch}
         self._pending = [r for r in self._pending if id(r) not in taken]
+        self.batch_sizes[len(batch)] += 1
         return batch
 
     def _generate_batch(self, batch: list[_Request]) -> list[Sample]:

@@ -1,4 +1,5 @@
-"""Small inline SVG line charts of training curves, written by hand so a report needs no plotting library."""
+"""Small inline SVG charts of training curves, and a stacked bar of where each step's seconds went, written by hand so
+a report needs no plotting library."""
 
 from __future__ import annotations
 
@@ -149,3 +150,82 @@ def line_chart(series: Series) -> str:
                      f"<title>step {a:g}: {b:.4g}</title></circle>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+# ---- where a step's seconds went --------------------------------------------------------------------------------
+
+PHASES = (  # disjoint parts of a step's seconds, bottom to top of its bar, with their colours
+    ("generation only", "#0969da"),
+    ("generation and tools", "#8250df"),
+    ("tools only", "#bf8700"),
+    ("rest of rollout", "#8c959f"),
+    ("update", "#1a7f37"),
+)
+TIMING_COLUMNS = (  # the per-step table: (column, metrics.jsonl key)
+    ("rollout s", "time/rollout_s"), ("generation s", "time/generation_s"), ("tools s", "time/tools_s"),
+    ("overlap s", "time/tools_overlap_s"), ("web_search s", "time/tool/web_search_s"),
+    ("browse_webpage s", "time/tool/browse_webpage_s"), ("rest s", "time/other_s"),
+    ("update s", "seconds/update"),
+)
+
+
+def step_phases(row: dict[str, Any]) -> dict[str, float] | None:
+    """A step's seconds split into the PHASES (update only when logged); None without the rollout's time/ keys."""
+    gen, tools, both, rollout = (_number(row.get(f"time/{k}_s")) for k in ("generation", "tools", "tools_overlap", "rollout"))
+    if gen is None or tools is None or both is None or rollout is None:
+        return None
+    parts = {"generation only": gen - both, "generation and tools": both, "tools only": tools - both,
+             "rest of rollout": max(0.0, rollout - (gen + tools - both))}
+    update = _number(row.get("seconds/update"))
+    if update is not None:
+        parts["update"] = update
+    return parts
+
+
+def timing_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per step that logged the rollout's time/ keys, with the TIMING_COLUMNS it has."""
+    return [{"step": row.get("step"), **{name: row[key] for name, key in TIMING_COLUMNS if _number(row.get(key)) is not None}}
+            for row in rows if step_phases(row) is not None]
+
+
+def phase_chart(rows: list[dict[str, Any]]) -> str | None:
+    """A stacked bar of seconds per GRPO step, one colour per phase, with a legend; None when no step has time/ keys."""
+    steps = [(_number(row.get("step")), step_phases(row)) for row in rows]
+    steps = [(s, parts) for s, parts in steps if s is not None and parts is not None]
+    if not steps:
+        return None
+    width, legend_y = 2 * WIDTH, HEIGHT + 8
+    shown = [(name, colour) for name, colour in PHASES if any(name in parts for _, parts in steps)]
+    yticks = nice_ticks(0.0, max(sum(parts.values()) for _, parts in steps) or 1.0)
+    y = _scale(yticks[0], yticks[-1], HEIGHT - BOTTOM, TOP)
+    slot = (width - RIGHT - LEFT) / len(steps)
+    svg = [
+        f'<svg class="chart phases" data-key="time" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {HEIGHT + 22}" '
+        f'width="{width}" height="{HEIGHT + 22}" role="img" aria-label="seconds per step by phase">',
+        f'<text class="chart-title" x="{LEFT}" y="18">seconds per step by phase</text>',
+    ]
+    for t in yticks:
+        svg.append(f'<line class="grid" x1="{LEFT}" x2="{width - RIGHT}" y1="{y(t):.1f}" y2="{y(t):.1f}"/>')
+        svg.append(f'<text class="tick ytick" x="{LEFT - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{tick_label(t, yticks)}</text>')
+    label_every = math.ceil(len(steps) / 16)
+    for i, (step, parts) in enumerate(steps):
+        x, bottom = LEFT + slot * (i + 0.15), 0.0
+        for name, colour in shown:
+            if name in parts:
+                top = bottom + parts[name]
+                svg.append(f'<rect class="phase" data-step="{step:g}" data-phase="{name}" data-value="{parts[name]!r}" '
+                           f'x="{x:.1f}" y="{y(top):.1f}" width="{slot * 0.7:.1f}" height="{y(bottom) - y(top):.1f}" '
+                           f'fill="{colour}"><title>step {step:g}: {name} {parts[name]:.3g} s</title></rect>')
+                bottom = top
+        if i % label_every == 0:
+            svg.append(f'<text class="tick xtick" x="{x + slot * 0.35:.1f}" y="{HEIGHT - BOTTOM + 16}" '
+                       f'text-anchor="middle">{step:g}</text>')
+    svg.append(f'<line class="axis" x1="{LEFT}" x2="{width - RIGHT}" y1="{HEIGHT - BOTTOM}" y2="{HEIGHT - BOTTOM}"/>')
+    svg.append(f'<text class="axis-label" x="{(LEFT + width - RIGHT) / 2}" y="{HEIGHT - 6}" text-anchor="middle">GRPO step</text>')
+    x = LEFT
+    for name, colour in shown:
+        svg.append(f'<rect x="{x}" y="{legend_y}" width="10" height="10" fill="{colour}"/>'
+                   f'<text class="tick legend" x="{x + 14}" y="{legend_y + 9}">{name}</text>')
+        x += 14 + 6.5 * len(name) + 14
+    svg.append("</svg>")
+    return "".join(svg)

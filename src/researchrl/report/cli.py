@@ -14,8 +14,8 @@ from researchrl.report.html import MAX_TRAJECTORIES, write_report
 
 
 def report(
-    run_dir: Path = typer.Argument(..., help="Run directory written by `researchrl train` (or an eval directory)."),
-    out: Optional[Path] = typer.Option(None, help="Where to write the HTML page (default: RUN_DIR/report.html)."),
+    run_dir: Path = typer.Argument(..., help="Run directory written by `researchrl train`, an eval directory, or a JSONL of trajectory records (serve agent --log, ask --file --out)."),
+    out: Optional[Path] = typer.Option(None, help="Where to write the HTML page (default: RUN_DIR/report.html, or FILE.html beside a JSONL)."),
     open_browser: bool = typer.Option(False, "--open-browser", help="Open the page in the default web browser when written."),
     max_trajectories: int = typer.Option(MAX_TRAJECTORIES, min=1, help="Most trajectories on the page, spread evenly over the files."),
 ) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from researchrl.errors import UserError
-from researchrl.report.charts import line_chart, training_series
+from researchrl.report.charts import line_chart, phase_chart, timing_rows, training_series
 from researchrl.report.style import PAGE_CSS, PAGE_JS
 from researchrl.web.redact import scrub
 
@@ -81,7 +81,8 @@ def build_report(run_dir: Path, max_trajectories: int = MAX_TRAJECTORIES) -> str
 
 def write_report(run_dir: Path, out: Path | None = None, max_trajectories: int = MAX_TRAJECTORIES) -> Path:
     """Write the page (default `<run_dir>/report.html`) and return where it went; RunDirError when it cannot be."""
-    target = Path(out) if out is not None else Path(run_dir) / "report.html"
+    default = Path(run_dir).with_suffix(".html") if Path(run_dir).is_file() else Path(run_dir) / "report.html"
+    target = Path(out) if out is not None else default
     text = build_report(Path(run_dir), max_trajectories)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -94,9 +95,14 @@ def write_report(run_dir: Path, out: Path | None = None, max_trajectories: int =
 # ---- reading the directory ----------------------------------------------------------------------------------
 
 def read_run(run_dir: Path) -> RunFiles:
-    """Read config, metrics, eval summaries and find every trajectory file and eval directory under `run_dir`."""
+    """Read config, metrics, eval summaries and find every trajectory file and eval directory under `run_dir`.
+
+    A `.jsonl` file of trajectory records (a served log, `ask --file` answers) is a page of those trajectories alone.
+    """
+    if run_dir.is_file() and run_dir.suffix == ".jsonl":
+        return RunFiles(run_dir.resolve(), {}, [], {}, [], [TrajectoryFile(run_dir, run_dir.name, _count_lines(run_dir))])
     if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} is not a directory")
+        raise RunDirError(f"{run_dir} is not a directory (nor a .jsonl file of trajectory records)")
     eval_dirs = sorted({p.parent for name in ("tables.json", "records.jsonl") for p in run_dir.rglob(name)})
     phase_files = sorted(run_dir.glob("eval_*.jsonl"), key=lambda p: _phase_rank(p.stem.removeprefix("eval_")))
     found = [p for p in (run_dir / "config.json", run_dir / "metrics.jsonl", run_dir / "eval.json",
@@ -195,7 +201,7 @@ def _header(run: RunFiles) -> str:
     """Run name, when, the key settings, judge prompt hashes, and the full config folded."""
     started = _STARTED.search(run.dir.name)
     when = datetime.strptime(started.group(1), "%Y%m%d-%H%M%S").strftime("%Y-%m-%d %H:%M:%S") if started else "—"
-    mtimes = [p.stat().st_mtime for p in run.dir.iterdir() if p.is_file()]
+    mtimes = [p.stat().st_mtime for p in (run.dir.iterdir() if run.dir.is_dir() else [run.dir]) if p.is_file()]
     updated = datetime.fromtimestamp(max(mtimes), timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if mtimes else "—"
     facts = [("started", when), ("last written", updated), ("steps logged", str(len(run.metrics)))]
     facts += [(k, _show_config(k, run.config[k])) for k in KEY_SETTINGS if k in run.config]
@@ -226,12 +232,17 @@ def _show_config(key: str, value: Any) -> str:
 
 
 def _curves(run: RunFiles) -> str:
-    """One small chart per metric present; a clear note when training has not logged a step yet."""
+    """One small chart per metric present, then where each step's seconds went; a note when no step is logged yet."""
     series = training_series(run.metrics)
     if not series:
         body = '<p class="missing">No metrics yet: metrics.jsonl is missing or empty (no GRPO step logged).</p>'
     else:
         body = f'<div class="charts">{"".join(line_chart(s) for s in series)}</div>'
+    timing = phase_chart(run.metrics)
+    if timing:  # the rollout's time/ keys: where each step's seconds went
+        body += (f'<h3>Where each step’s seconds went</h3><div class="phases">{timing}</div>'
+                 f'<details class="config"><summary>seconds per step by phase (table)</summary>'
+                 f'{_table(timing_rows(run.metrics), "timing")}</details>')
     return f'<section id="curves"><h2>Training curves</h2>{body}</section>'
 
 

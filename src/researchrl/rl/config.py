@@ -47,6 +47,8 @@ class TrainConfig:
     loss_type: str = "dapo"  # token-level mean over the batch, like veRL's token-mean
     micro_batch: int = 1  # sequences per forward/backward (gradient accumulation covers the rest)
     gradient_checkpointing: bool = True  # recompute activations in the backward pass: less memory, no slower on CPU
+    logprob_chunk: int | None = None  # vocabulary rows TRL's fused LM head projects at a time; None = TRL's 32768
+    reload_reference: bool = False  # KL reference weights read from disk for its pass, not held (the cpu preset: on)
     save_steps: int = 2  # checkpoint every N GRPO steps (resume with --resume)
     warmup: bool = True  # SFT on scripted expert trajectories before GRPO; the paper (7B) trains without
     sft_examples: int = 32  # expert trajectories kept for the warm-up

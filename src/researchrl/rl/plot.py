@@ -1,9 +1,11 @@
-"""One PNG of a run's curves: reward, format-error rate and turns per GRPO step."""
+"""One PNG of a run's curves: reward, format-error rate and turns per GRPO step, and where each step's seconds went."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from researchrl.report.charts import PHASES, step_phases
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -14,7 +16,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_run(metrics: Path, out: Path) -> Path:
-    """Draw the three curves (matplotlib, headless); a run with no steps yet gets empty axes, not an error."""
+    """Draw the three curves (matplotlib, headless), and a fourth panel of stacked seconds per phase when the steps
+    logged the rollout's time/ keys; a run with no steps yet gets empty axes, not an error."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,14 +30,31 @@ def plot_run(metrics: Path, out: Path) -> Path:
         ("format-error rate", [1.0 - r["rewards/format_ok/mean"] if "rewards/format_ok/mean" in r else None for r in rows]),
         ("turns (mean)", [r.get("rewards/turns/mean") for r in rows]),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    timed = [(r["step"], parts) for r in rows if (parts := step_phases(r)) is not None]
+    fig, axes = plt.subplots(1, 3 + bool(timed), figsize=(12 + 5.5 * bool(timed), 3.2))
     for ax, (title, values) in zip(axes, series):
         points = [(s, v) for s, v in zip(steps, values) if v is not None]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
         ax.set_title(title)
         ax.set_xlabel("GRPO step")
         ax.grid(alpha=0.3)
+    if timed:
+        _phase_bars(axes[3], timed)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _phase_bars(ax, timed: list[tuple[int, dict[str, float]]]) -> None:  # noqa: ANN001
+    """Seconds per step stacked by phase (report.charts.PHASES), with a legend."""
+    bottoms = [0.0] * len(timed)
+    for name, colour in PHASES:
+        heights = [parts.get(name, 0.0) for _, parts in timed]
+        if any(name in parts for _, parts in timed):
+            ax.bar([s for s, _ in timed], heights, bottom=bottoms, color=colour, label=name, width=0.7)
+            bottoms = [b + h for b, h in zip(bottoms, heights)]
+    ax.set_title("seconds per step by phase")
+    ax.set_xlabel("GRPO step")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(alpha=0.3, axis="y")

@@ -15,14 +15,20 @@ split across processes never samples the same seed twice. After the episodes eve
 records, ledger and timings to all (`ranks.gather`, pickled; records hold text and counts, not token ids): every
 process then agrees on the step's stats and on a spent budget, and main alone appends trajectories.jsonl, each
 record naming its `rank` and `sample`.
+
+The step's stats say where the rollout's seconds went (`timing`: wall time with generation in flight, with tool
+calls in flight, both, per tool; the rest is rendering, tokenizing and scoring), from the slowest process: the step waits for it.
+They reach metrics.jsonl with the other stats (`last_stats`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,7 @@ from researchrl.policy.base import Policy
 from researchrl.records import trajectory_record
 from researchrl.rl import ranks
 from researchrl.rl.spend import merged
+from researchrl.rl.timing import PhaseClock, TimedPolicy, TimedToolset
 from researchrl.rl.vllm_sync import Endpoint
 from researchrl.types import Question, Trajectory
 
@@ -94,6 +101,7 @@ class Share:
     web: dict[str, float]  # its ledger's step metrics
     ledger: str  # its ledger's run totals (Ledger.to_json)
     run_exhausted: bool  # its share of the run budget is spent
+    timing: dict[str, float] = field(default_factory=dict)  # its "time/..." metrics (rl.timing)
 
 
 def vllm_policy(endpoint: Endpoint, tokenizer: Any) -> Policy:
@@ -140,42 +148,55 @@ class Rollout:
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
         """Episodes for one generation batch with the trainer's current weights."""
-        from trl.models.utils import unwrap_model_for_generation
+        return self.run(prompts, trainer.state.global_step + 1, self._trainer_policy(trainer, len(prompts)))
 
-        from researchrl.policy.hf import HFPolicy
-
+    def run(self, prompts: list[Any], step: int, policy: contextlib.AbstractContextManager[Policy]) -> dict[str, list[Any]]:
+        """Episodes for one generation batch with the policy `policy` opens (closed after them), logged as `step`."""
         texts = [prompt_text(p) for p in prompts]
         missing = [t for t in texts if t not in self.by_text]
         if missing:
             raise KeyError(f"rollout got a prompt that is not a training question: {missing[0][:80]!r}")
         questions = [self.by_text[t] for t in texts]
         ledger = self.env.tools.ledger
-        step = trainer.state.global_step + 1
         ledger.start_step(step)
         started = time.perf_counter()
-        model = trainer.model_wrapped
-        was_training = model.training
-        if self.vllm is not None:  # TRL synced the weights to the server before calling us
-            trajectories = self._episodes(vllm_policy(self.vllm, trainer.processing_class), questions, texts)
-        else:
-            with unwrap_model_for_generation(
-                model, trainer.accelerator, gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs
-            ) as unwrapped:
-                trajectories = self._episodes(HFPolicy(unwrapped, trainer.processing_class, len(prompts)), questions, texts)
-            model.train(was_training)
+        with policy as opened:
+            trajectories, clock = self._episodes(opened, questions, texts)
         records = [trajectory_record(t, step=step, rank=ranks.rank()) for t in trajectories]
-        share = Share(records, time.perf_counter() - started, ledger.metrics(), ledger.to_json(), ledger.run_exhausted)
+        seconds = time.perf_counter() - started
+        timing = clock.metrics(seconds, list(self.env.tools.tools))
+        share = Share(records, seconds, ledger.metrics(), ledger.to_json(), ledger.run_exhausted, timing)
         self._report(ranks.gather(share))
         return to_trl(trajectories)
+
+    @contextlib.contextmanager
+    def _trainer_policy(self, trainer: Any, batch: int) -> Iterator[Policy]:
+        """The step's policy: the vLLM server (TRL synced its weights before calling us), or the trainer's own model."""
+        from trl.models.utils import unwrap_model_for_generation
+
+        from researchrl.policy.hf import HFPolicy
+
+        if self.vllm is not None:
+            yield vllm_policy(self.vllm, trainer.processing_class)
+            return
+        model = trainer.model_wrapped
+        was_training = model.training
+        with unwrap_model_for_generation(
+            model, trainer.accelerator, gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs
+        ) as unwrapped:
+            yield HFPolicy(unwrapped, trainer.processing_class, batch)
+        model.train(was_training)
 
     def ledger_json(self) -> str:
         """The run's spend so far: this process's ledger plus the others' last reported totals."""
         return merged([self.env.tools.ledger.to_json(), *self.peer_ledgers])
 
-    def _episodes(self, policy: Policy, questions: list[Question], texts: list[str]) -> list[Trajectory]:
-        """All episodes of the batch with `policy`, which is closed afterwards."""
+    def _episodes(self, policy: Policy, questions: list[Question], texts: list[str]) -> tuple[list[Trajectory], PhaseClock]:
+        """All episodes of the batch with `policy`, which is closed afterwards; generate and tool calls timed."""
+        clock = PhaseClock()
+        timed, tools = TimedPolicy(policy, clock), TimedToolset(self.env.tools, clock)
         try:
-            return self.env.episodes(questions, policy, self.agent, batch_sample_indices(texts))
+            return self.env.episodes(questions, timed, self.agent, batch_sample_indices(texts), tools), clock
         finally:
             self.env.loop.run(policy.aclose())
 
@@ -184,6 +205,7 @@ class Rollout:
         records = [r for share in shares for r in share.records]
         self.last_seconds = max(share.seconds for share in shares)
         self.last_stats = {**batch_stats(records, self.last_seconds), **web_totals([share.web for share in shares])}
+        self.last_stats.update(max(shares, key=lambda share: share.seconds).timing)
         if self.vllm is not None:
             self.last_stats.update(self.vllm.stats)
         self.run_exhausted = any(share.run_exhausted for share in shares)

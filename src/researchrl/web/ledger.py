@@ -7,10 +7,12 @@ while the event loop charges, so every method takes one lock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 
@@ -73,6 +75,30 @@ class Usage:
     cost: float = 0.0
 
 
+@dataclass
+class Spend:
+    """One request's paid spend against its own cap (a served request), shared by every task the request starts."""
+
+    cap: float | None
+    spent: float = 0.0
+
+
+_request: ContextVar[Spend | None] = ContextVar("researchrl_request_spend", default=None)
+
+
+@contextlib.contextmanager
+def request_budget(cap: float | None) -> Iterator[Spend]:
+    """Count the paid calls made in this block (and the tasks it starts) apart, refusing those past `cap`."""
+    if cap is not None and not (math.isfinite(cap) and cap >= 0):
+        raise ValueError(f"a request budget must be a finite number >= 0 or None, got {cap!r}")
+    spend = Spend(cap)
+    token = _request.set(spend)
+    try:
+        yield spend
+    finally:
+        _request.reset(token)
+
+
 class Ledger:
     """Counts and prices every upstream call per step and per run, and refuses paid calls past a budget."""
 
@@ -100,6 +126,9 @@ class Ledger:
                 usage.calls += 1
                 usage.bytes += bytes
                 usage.cost += price
+            request = _request.get()
+            if request is not None:
+                request.spent += price
 
     def check(self, kind: str, provider: str) -> None:
         """Raise BudgetExceeded if one call would pass a cap now, counting no call (to refuse before a rate-limit wait)."""
@@ -207,6 +236,9 @@ class Ledger:
         """Raise BudgetExceeded if `price` more would pass the step or run cap (caller holds the lock)."""
         if price <= 0:
             return
+        request = _request.get()
+        if request is not None and request.cap is not None and request.spent + price > request.cap + _EPS:
+            raise BudgetExceeded("request", request.cap, request.spent, price, kind, provider)
         for budget, cap, totals in (("step", self.step_budget, self._step), ("run", self.run_budget, self._run)):
             spent = _cost(totals)
             if cap is not None and spent + price > cap + _EPS:

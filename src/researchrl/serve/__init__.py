@@ -1,0 +1,1 @@
+"""Serve the research agent (OpenAI chat API) and its tools (MCP)."""

@@ -1,0 +1,98 @@
+"""LeanGRPOTrainer scores tokens as TRL does, in less memory: cut padding, a smaller LM-head tile, a reference model
+read from disk for its pass. A 2-layer Llama with SmolLM2's tokenizer keeps it to seconds."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory):  # noqa: ANN001, ANN201
+    pytest.importorskip("trl")
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from trl import GRPOConfig
+
+    from researchrl.policy.embedded import embedded_checkpoint
+    from researchrl.rl.grpo import LeanGRPOTrainer
+
+    root = tmp_path_factory.mktemp("lean")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint())
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    args = GRPOConfig(output_dir=str(root / "out"), per_device_train_batch_size=2, num_generations=2, beta=0.001,
+                      use_cpu=True, report_to="none", max_steps=1, disable_dropout=True)
+    lean = LeanGRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(root / "model"), args=args,
+        reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+        train_dataset=Dataset.from_list([{"prompt": "q"}] * 2), processing_class=tokenizer,
+    )
+    return lean, str(root / "model")
+
+
+def padded_batch():  # noqa: ANN201
+    """Three rows: prompts left-padded to 6, completions right-padded to 9, of different lengths."""
+    import torch
+
+    torch.manual_seed(1)
+    prompt_lengths, completion_lengths = [6, 2, 4], [3, 9, 5]
+    ids = torch.randint(5, 1000, (3, 15))
+    mask = torch.zeros(3, 15, dtype=torch.long)
+    for row, (p, c) in enumerate(zip(prompt_lengths, completion_lengths)):
+        mask[row, 6 - p : 6 + c] = 1
+    return ids.masked_fill(mask == 0, 0), mask, 9
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_cut_padding_and_small_tiles_give_trls_log_probs_and_entropies(trainer, batch_size: int) -> None:  # noqa: ANN001
+    import torch
+    import trl.trainer.utils as trl_utils
+    from trl import GRPOTrainer
+
+    from researchrl.rl.grpo import logprob_chunk
+
+    lean, _ = trainer
+    ids, mask, keep = padded_batch()
+    model = lean.model
+    trl_scores = GRPOTrainer._get_per_token_logps_and_entropies  # TRL's own, on the whole padded width
+    want_lp, want_entropy, _ = trl_scores(lean, model, ids, mask, keep, batch_size, compute_entropy=True)
+    default = trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE
+    with logprob_chunk(1000):
+        assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == 1000
+        lp, entropy, _ = lean._get_per_token_logps_and_entropies(model, ids, mask, keep, batch_size,
+                                                                 compute_entropy=True)
+    assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == default
+    scored = mask[:, -keep:].bool()
+    assert lp.shape == want_lp.shape == entropy.shape
+    # RoPE sees the same relative positions: equal up to fp32 rounding of the absolute ones
+    torch.testing.assert_close(lp[scored], want_lp[scored], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(entropy[scored], want_entropy[scored], rtol=1e-4, atol=1e-5)
+    assert (lp[~scored] == 0).all()
+    lp[scored].sum().backward()  # the loss still reaches the weights
+    assert model.model.embed_tokens.weight.grad is not None
+    model.zero_grad()
+
+
+def test_the_reference_holds_no_weights_outside_its_pass_and_scores_as_loaded(trainer) -> None:  # noqa: ANN001
+    import torch
+
+    lean, path = trainer
+    ids, mask, keep = padded_batch()
+    with torch.no_grad():
+        want, _, _ = lean._get_per_token_logps_and_entropies(lean.ref_model, ids, mask, keep, 2)
+    lean.reference_path = path
+    lean.release_reference()
+    try:
+        assert all(p.numel() == 0 for p in lean.ref_model.parameters())
+        with torch.no_grad():
+            got, _, _ = lean._get_per_token_logps_and_entropies(lean.ref_model, ids, mask, keep, 2)
+        assert torch.equal(got, want)
+        assert all(p.numel() == 0 for p in lean.ref_model.parameters())
+    finally:
+        lean.reference_path = None
