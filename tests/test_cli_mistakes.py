@@ -51,6 +51,17 @@ def busy_port(tmp: Path, stack: contextlib.ExitStack) -> dict[str, str]:
     return {"busy": str(taken.getsockname()[1])}
 
 
+def local_eval(tmp: Path, stack: contextlib.ExitStack) -> dict[str, str]:
+    """The files, and {tmp}/done: an evaluation of q.jsonl begun with the local model (its eval_config.json)."""
+    values = files(tmp, stack)
+    (tmp / "done").mkdir()
+    begun = {"data": str(tmp / "q.jsonl"), "model": "embedded", "policy_endpoint": None, "policy_mode": "local",
+             "protocol": "deepresearcher", "k": 1, "temperature": 0.0, "max_turns": 10, "max_new_tokens": 512,
+             "search": "sandbox", "heldout": None}
+    (tmp / "done" / "eval_config.json").write_text(json.dumps(begun))
+    return values
+
+
 MISTAKES: list[tuple[str, list[str], Setup, str]] = [
     ("micro_batch", ["train", "--set", "micro_batch=0"], files, "micro_batch must be at least 1, got 0"),
     ("group_size", ["train", "--set", "group_size=0"], files, "group_size must be at least 1, got 0"),
@@ -70,6 +81,17 @@ MISTAKES: list[tuple[str, list[str], Setup, str]] = [
                           "http://127.0.0.1:{closed}/v1", "--max-turns", "1"], files, "cannot connect to the endpoint"),
     ("eval_long_question", ["eval", "--data", "{tmp}/long.jsonl", "--out", "{tmp}/out", *POLICY], files,
      "line 1: the question is 10,000 characters; the limit is 8,192"),
+    ("eval_resume_other_policy", ["eval", "--data", "{tmp}/q.jsonl", "--out", "{tmp}/done", *POLICY], local_eval,
+     "{tmp}/done holds a different evaluation (policy_endpoint None there, 'http://127.0.0.1:9/v1' now; "
+     "policy_mode 'local' there, 'chat' now); use another --out"),
+    ("eval_resume_completions", ["eval", "--data", "{tmp}/q.jsonl", "--out", "{tmp}/done", *POLICY, "--tokenizer", "/x"],
+     local_eval, "policy_mode 'local' there, 'completions' now"),
+    ("ask_tokenizer_missing", ["ask", "q", "--tokenizer", "/nonexistent", *POLICY], files,
+     "cannot load tokenizer '/nonexistent': no such directory"),
+    ("ask_tokenizer_file", ["ask", "q", "--tokenizer", "{tmp}/a-file", *POLICY], files,
+     "cannot load tokenizer '{tmp}/a-file': a file, not a directory"),
+    ("ask_tokenizer_empty_dir", ["ask", "q", "--tokenizer", "{tmp}/a-dir", *POLICY], files,
+     "cannot load tokenizer '{tmp}/a-dir': the directory holds no tokenizer transformers can load"),
     ("curate_out_parent", ["curate", "{tmp}/q.jsonl", "--out", "{tmp}/a-file/sub/o.parquet"], files,
      "a-file is a file, not a directory"),
     ("curate_all_bad", ["curate", "{tmp}/all-bad.jsonl", "--out", "{tmp}/o.parquet"], files,

@@ -82,7 +82,7 @@ class EchoProviders:
         failed = self.answer(request, "policy", int(marker[1]) if marker else 200)
         if failed is not None:
             return failed
-        turn = sum(m["role"] == "assistant" for m in messages)
+        turn = sum(m["role"] == "assistant" for m in messages[:-1])  # the last one is the "<think>" prefill to continue
         thought = f"<think>thinking aloud about {KEYS['policy'][1]}</think>\n"  # a server echoing the key in a reply
         calls = [("web_search", "query", ["q-401", "q-403", "q-429"]), ("web_search", "query", ["q-500", "q-ok"]),
                  ("browse_webpage", "url_list", [f"{self.url}/pages/{page}" for page in PAGES])]

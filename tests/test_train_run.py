@@ -55,11 +55,19 @@ def test_the_run_trained_on_the_local_corpus_and_saved_its_resolved_config(finis
     saved = tomllib.loads((finished / "config.toml").read_text())
     assert saved["env"]["search"] == "local" and saved["env"]["corpus"].endswith("corpus.jsonl")
     assert saved["agent"]["max_turns"] == 3 and saved["agent"]["sampling"]["max_new_tokens"] == 96
-    assert set(json.loads((finished / "eval.json").read_text())) == {"before", "after_sft", "after"}
+    phases = json.loads((finished / "eval.json").read_text())
+    assert set(phases) == {"before", "after_sft", "after"}
     rollouts = read_jsonl(finished / "trajectories.jsonl")
     assert [r["step"] for r in rollouts] == [1, 1, 2, 2]
     metrics = read_jsonl(finished / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2] and all(math.isfinite(m["loss"]) for m in metrics)
+    from researchrl.eval.behaviour import summarize  # research behaviour per phase and per step, from the records
+
+    for phase, summary in phases.items():
+        logged = {k: v for k, v in summary.items() if k.startswith("behaviour/")}
+        assert logged == summarize(read_jsonl(finished / f"eval_{phase}.jsonl"))
+    for m in metrics:
+        assert m["behaviour/queries"] == summarize([r for r in rollouts if r["step"] == m["step"]])["behaviour/queries"]
     ledger = json.loads((finished / "ledger.json").read_text())
     used = {(row["kind"], row["provider"]): row["calls"] + row["hits"] for row in ledger["run"]}
     assert used[("read", "reader:sandbox-reader")] >= 2, "browsing in this run went through the LLM reader"

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from researchrl.agent.loop import AgentConfig, run_episode
-from researchrl.bounds import MAX_QUESTION_CHARS, check_size
 from researchrl.config import flatten, to_dict
-from researchrl.data.load import _ANSWER_FIELDS, _to_question
+from researchrl.data.load import to_question
 from researchrl.data.rows import InputError, jsonl_rows
 from researchrl.environment import EnvConfig, open_environment
 from researchrl.errors import UserError
@@ -67,7 +66,7 @@ def read_questions(path: Path) -> list[Question]:
     questions: list[Question] = []
     seen: dict[str, str] = {}  # id -> where it was first given
     for index, (where, row) in enumerate(jsonl_rows(path)):
-        question = _question(row, where, f"{path.stem}_{index}")
+        question = to_question(row, where, f"{path.stem}_{index}", golds=False)  # bare questions welcome
         if question.id in seen:  # ids key the resume: a repeat would be skipped as answered
             raise InputError(f"{where}: id {question.id!r} repeats {seen[question.id].removeprefix(f'{path}: ')}")
         seen[question.id] = where
@@ -75,18 +74,6 @@ def read_questions(path: Path) -> list[Question]:
     if not questions:
         raise InputError(f"{path} holds no questions")
     return questions
-
-
-def _question(row: Any, where: str, default_id: str) -> Question:  # noqa: ANN401
-    """A row as a Question; one with no gold field is a bare question (data.load, made for scoring, refuses those)."""
-    golds = any(row.get(key) not in (None, "", []) for key in _ANSWER_FIELDS) if isinstance(row, dict) else True
-    if golds or "reward_model" in row:
-        return _to_question(row, where, default_id)
-    text = row.get("question")
-    if not isinstance(text, str) or not text.strip():
-        raise InputError(f"{where}: missing question (expected {{\"question\": \"...\"}})")
-    check_size(f"{where}: the question", len(text), MAX_QUESTION_CHARS, error=InputError)
-    return Question(id=default_id if row.get("id") is None else str(row["id"]), question=text, answers=())
 
 
 def pending(job: AnswerJob) -> tuple[list[Question], int]:

@@ -56,7 +56,7 @@ RANGES: dict[str, Range] = {
     "env.fetch.max_tracked_hosts": COUNT, "env.fetch.max_connections": COUNT, "env.search_qps": POSITIVE,
     "env.breaker_failures": COUNT, "env.breaker_cooldown": NONNEGATIVE, "env.prices": NONNEGATIVE,
     "env.step_budget_usd": NONNEGATIVE, "env.run_budget_usd": NONNEGATIVE, "env.ray_workers": COUNT,
-    "env.extract_workers": NONNEGATIVE,
+    "env.extract_workers": NONNEGATIVE, "env.reader_max_tokens": COUNT,
     **{f"{section}.{key}": bound for section in ("env.search_retry", "env.fetch.retry") for key, bound in _RETRY.items()},
     "agent.max_turns": COUNT, "agent.max_context_tokens": COUNT, "agent.max_observation_chars": COUNT,
     "agent.sampling.temperature": NONNEGATIVE, "agent.sampling.top_p": Range(0, 1, above=True),

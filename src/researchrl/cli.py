@@ -63,11 +63,13 @@ def ask(
     reader: str = options.READER,
     reader_url: Optional[str] = options.READER_URL,
     reader_model: str = options.READER_MODEL,
+    reader_max_tokens: Optional[int] = options.READER_MAX_TOKENS,
     web: str = options.WEB,
     cache: Optional[str] = options.CACHE,
     protocol: str = options.PROTOCOL,
     max_turns: int = options.MAX_TURNS,
     max_new_tokens: int = options.MAX_NEW_TOKENS,
+    max_context_tokens: Optional[int] = options.MAX_CONTEXT_TOKENS,
     temperature: float = options.TEMPERATURE,
     gold: list[str] = typer.Option([], help="Gold answer(s) to score against; repeat the flag for aliases."),
     threads: Optional[int] = options.THREADS,
@@ -80,8 +82,9 @@ def ask(
     from researchrl.resolve import EPISODE_FLAGS, resolve_flags
 
     values = {"search": search, "search_url": search_url, "corpus": corpus, "reader": reader, "reader_url": reader_url,
-              "reader_model": reader_model, "web": web, "cache": cache, "protocol": protocol, "max_turns": max_turns,
-              "max_new_tokens": max_new_tokens, "temperature": temperature}
+              "reader_model": reader_model, "reader_max_tokens": reader_max_tokens, "web": web, "cache": cache,
+              "protocol": protocol, "max_turns": max_turns, "max_new_tokens": max_new_tokens, "max_context_tokens": max_context_tokens,
+              "temperature": temperature}
     with options.exit_on_known():
         if (question is None) == (file_ is None):
             raise UserError("give a question or --file" + (", not both" if question is not None else ""))
@@ -116,7 +119,8 @@ def ask(
     console.print(web_summary(spend))
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
-        save.write_text(json.dumps(scrub(asdict(trajectory)), default=str, indent=1))  # no key, even one a provider echoed
+        saved = {**asdict(trajectory), "exact_tokens": trajectory.exact_tokens}
+        save.write_text(json.dumps(scrub(saved), default=str, indent=1))  # no key, even one a provider echoed
         console.print(f"saved {save}")
 
 

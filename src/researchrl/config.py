@@ -9,7 +9,7 @@ written. Every mistake (an unknown key or section, a value of the wrong type or 
 from __future__ import annotations
 
 import dataclasses
-import sys
+import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -18,11 +18,6 @@ from typing import Any, Literal, TypeVar
 
 from researchrl.bounds import MAX_CONFIG_BYTES, check_range, check_size
 from researchrl.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 T = TypeVar("T")
 RUNTIME = {"config": False}  # field(metadata=RUNTIME): not a setting, never in a config file

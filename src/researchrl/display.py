@@ -58,11 +58,23 @@ def summary_table(trajectory: Trajectory) -> Table:
         ("turns", str(len(trajectory.turns))),
         ("tool calls", ", ".join(c.name for c in trajectory.tool_calls) or "none"),
         ("tool errors", ", ".join(trajectory.tool_errors) or "none"),
-        ("tokens", f"{len(trajectory.prompt_ids)} prompt + {len(trajectory.completion_ids)} completion ({sum(trajectory.mask)} sampled)"),
+        ("tokens", _tokens(trajectory)),
     ]
     for key, value in rows:
         table.add_row(Text(key, style="bold"), _text(value))
     return table
+
+
+def _tokens(trajectory: Trajectory) -> str:
+    """Model tokens as counted (a chat endpoint's by its usage; bytes are never called tokens), and whether exact."""
+    counts = trajectory.token_counts()
+    if counts is None:
+        size = len(trajectory.prompt_ids) + len(trajectory.completion_ids)
+        return f"not reported by the server (the transcript is {size} bytes)"
+    prompt, completion, sampled = counts
+    how = "" if trajectory.token_unit == "token" else ", by the server's usage"
+    exact = "" if trajectory.exact_tokens or trajectory.token_unit == "byte" else ", ids re-encoded: not the sampled ones"
+    return f"{prompt} prompt + {completion} completion ({sampled} sampled{how}{exact})"
 
 
 def web_summary(metrics: dict[str, float]) -> str:

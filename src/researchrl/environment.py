@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from researchrl.agent.loop import AgentConfig, run_episode
 from researchrl.agent.protocols import get_protocol
@@ -19,9 +19,12 @@ from researchrl.policy.base import Policy
 from researchrl.tools.base import Toolset
 from researchrl.tools.browse import BrowseTool
 from researchrl.tools.web_search import WebSearchTool
-from researchrl.types import Page, Question, Trajectory
+from researchrl.types import Question, Trajectory
 from researchrl.web.http import FetchConfig
 from researchrl.web.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from researchrl.tools.extract_pool import ExtractPool  # for annotations; _extract_pool imports it when used
 
 T = TypeVar("T")
 SearchName = Literal["sandbox", "local", "serper", "brave", "searxng", "tavily"]
@@ -46,6 +49,7 @@ class EnvConfig:
     reader_url: str | None = None  # OpenAI-compatible base URL for reader="llm"
     reader_model: str = "qwen-plus"  # the paper's reader model
     reader_key_env: str = "READER_API_KEY"  # env var holding the reader's API key
+    reader_max_tokens: int | None = None  # tokens per reader reply (None: no limit, as the paper's reader)
     top_k: int = 10  # results per query (paper: 10)
     snippet_chars: int | None = None  # cut search snippets to this length (None: as the engine returns them)
     search_timeout: float = 15.0  # seconds per search request
@@ -69,7 +73,7 @@ class EnvConfig:
     executor: Literal["local", "ray"] = "local"  # ray: search, fetch and read calls run on a pool of Ray actors
     ray_address: str | None = None  # a Ray cluster address; None starts a local Ray
     ray_workers: int = 2  # tool worker actors in the pool
-    extract_workers: int | None = None  # page-extraction processes here; None: the usable cores less one; 0: a thread
+    extract_workers: int | None = None  # page-extraction processes here; None: one per usable core; 0: a thread
 
     def __post_init__(self) -> None:
         choices = {"search": SEARCH_NAMES, "web": WEB_MODES, "reader": ("extractive", "llm"), "executor": ("local", "ray")}
@@ -147,7 +151,7 @@ def _reader(cfg: EnvConfig, sandbox_url: str | None = None):  # noqa: ANN202
     url = f"{sandbox_url or SANDBOX_READER_ID}/v1" if cfg.sandbox_reader else cfg.reader_url
     if not url:
         raise ConfigError("reader llm needs a reader URL (--reader-url, or env.reader_url): an OpenAI-compatible base URL")
-    return LLMReader(base_url=url, model=cfg.reader_name, api_key_env=cfg.reader_key_env)
+    return LLMReader(base_url=url, model=cfg.reader_name, api_key_env=cfg.reader_key_env, max_tokens=cfg.reader_max_tokens)
 
 
 def provider_names(cfg: EnvConfig) -> list[str]:
@@ -251,8 +255,11 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
                 )
         elif cfg.reader == "extractive":
             reader = _reader(cfg)
-        if extract is None:  # the local executor, or a replay: pages are extracted in this process
-            extract = _extract_pool(cfg, stack)
+        pool = _extract_pool(cfg, stack) if extract is None else None  # the local executor, or a replay
+        if pool is not None:
+            extract = pool.extract
+        # with the extractive reader, a pool's worker also ranks the sentences it reads (tools/extract_pool.py)
+        extract_and_rank = pool.extract_and_rank if pool is not None and cfg.reader == "extractive" else None
         if cfg.web != "live":
             flight = SingleFlight()
             chain = names[0] if len(names) == 1 else f"failover({'>'.join(names)})"
@@ -270,7 +277,7 @@ async def open_environment(cfg: EnvConfig, protocol: str = "deepresearcher") -> 
         if "browse_webpage" in get_protocol(protocol).tool_names:
             tools.append(
                 BrowseTool(pages, reader, segment_chars=cfg.segment_chars, max_segments_per_url=cfg.max_segments_per_url,
-                           extract=extract)
+                           extract=extract, extract_and_rank=extract_and_rank)
             )
         yield Toolset(tools, ledger=ledger)
 
@@ -328,7 +335,7 @@ async def _upstreams(
     return providers, pool.tool(PAGE), pool.tool(READ), pool.tool(EXTRACT).call, sandbox_url
 
 
-def _extract_pool(cfg: EnvConfig, stack: contextlib.AsyncExitStack) -> Callable[[Page], Awaitable[str]] | None:
+def _extract_pool(cfg: EnvConfig, stack: contextlib.AsyncExitStack) -> ExtractPool | None:
     """Page extraction on a process pool over the free cores, closed with the environment; None: in a thread."""
     from researchrl.tools.extract_pool import ExtractPool, pool_workers
 
@@ -337,7 +344,7 @@ def _extract_pool(cfg: EnvConfig, stack: contextlib.AsyncExitStack) -> Callable[
         return None
     pool = ExtractPool(workers)
     stack.push_async_callback(pool.aclose)
-    return pool.extract
+    return pool
 
 
 def start_sandbox(cfg: EnvConfig):  # noqa: ANN201

@@ -18,7 +18,11 @@ def trajectory_record(trajectory: Trajectory, **extra: Any) -> dict[str, Any]:
     turns = []
     for turn in trajectory.turns:
         action = turn.action
-        row: dict[str, Any] = {"text": turn.text, "finish_reason": turn.finish_reason, "sampled_tokens": len(turn.token_ids)}
+        row: dict[str, Any] = {"text": turn.text, "finish_reason": turn.finish_reason}
+        if trajectory.token_unit == "token":
+            row["sampled_tokens"] = len(turn.token_ids)
+        elif turn.usage is not None:
+            row["sampled_tokens"] = turn.usage[1]
         if isinstance(action, ToolCall):
             row["tool_call"] = {"name": action.name, "arguments": action.arguments}
         elif isinstance(action, Answer):
@@ -28,9 +32,11 @@ def trajectory_record(trajectory: Trajectory, **extra: Any) -> dict[str, Any]:
         if turn.observation is not None:
             row["observation"] = turn.observation.text
             row["observation_errors"] = list(turn.observation.errors)
-            row["observation_tokens"] = len(turn.observation_ids)
+            if trajectory.token_unit == "token":
+                row["observation_tokens"] = len(turn.observation_ids)
         turns.append(row)
     reward = trajectory.reward
+    prompt, completion, sampled = trajectory.token_counts() or (None, None, None)
     return scrub({
         **extra,
         "question_id": trajectory.question.id,
@@ -46,9 +52,12 @@ def trajectory_record(trajectory: Trajectory, **extra: Any) -> dict[str, Any]:
         "tool_calls": [c.name for c in trajectory.tool_calls],
         "tool_errors": trajectory.tool_errors,
         "sources": sources(trajectory),
-        "prompt_tokens": len(trajectory.prompt_ids),
-        "completion_tokens": len(trajectory.completion_ids),
-        "sampled_tokens": sum(trajectory.mask),
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "sampled_tokens": sampled,
+        "exact_tokens": trajectory.exact_tokens,
+        **({"transcript_bytes": len(trajectory.prompt_ids) + len(trajectory.completion_ids)}
+           if trajectory.token_unit == "byte" else {}),
         "tokens_sha256": tokens_digest(trajectory),
         "turns": turns,
     })

@@ -21,11 +21,15 @@ from researchrl.rl.config import TrainConfig, load_run_config
 
 AGENT_FLAGS = {  # the agent flags ask and eval share -> the setting each sets
     "max_turns": "agent.max_turns", "max_new_tokens": "agent.sampling.max_new_tokens", "temperature": "agent.sampling.temperature",
+    "max_context_tokens": "agent.max_context_tokens",
+}
+READER_FLAGS = {  # the reader flags ask, eval and serve share -> the setting each sets
+    "reader": "env.reader", "reader_url": "env.reader_url", "reader_model": "env.reader_model",
+    "reader_max_tokens": "env.reader_max_tokens",
 }
 EPISODE_FLAGS = {  # the flags of the commands that run episodes (ask, serve agent) -> the setting each sets
-    "search": "env.search", "search_url": "env.search_url", "corpus": "env.corpus", "reader": "env.reader",
-    "reader_url": "env.reader_url", "reader_model": "env.reader_model", "web": "env.web", "cache": "env.cache",
-    "protocol": "agent.protocol", **AGENT_FLAGS,
+    "search": "env.search", "search_url": "env.search_url", "corpus": "env.corpus", **READER_FLAGS,
+    "web": "env.web", "cache": "env.cache", "protocol": "agent.protocol", **AGENT_FLAGS,
 }
 PHASE_MODELS = {"before": None, "after_sft": "sft/model", "after": "grpo/model"}  # a run's model at each phase
 

@@ -78,6 +78,8 @@ class Turn:
     action: Action
     observation: Observation | None = None
     observation_ids: list[int] = field(default_factory=list)
+    exact: bool = True  # token_ids are the ones the policy sampled (False: re-encoded text or UTF-8 bytes)
+    usage: tuple[int, int] | None = None  # (prompt, completion) tokens as the policy's server counted them
 
 
 Termination = Literal["answer", "format_error", "turn_budget", "context_budget"]
@@ -107,6 +109,22 @@ class Trajectory:
     turns: list[Turn]
     termination: Termination
     reward: RewardBreakdown | None = None
+    token_unit: Literal["token", "byte"] = "token"  # byte: a chat endpoint's text as UTF-8 bytes, not model tokens
+
+    @property
+    def exact_tokens(self) -> bool:
+        """True when every id is a model token the policy sampled or was shown: trainable as is."""
+        return self.token_unit == "token" and all(turn.exact for turn in self.turns)
+
+    def token_counts(self) -> tuple[int, int, int] | None:
+        """(prompt, completion, sampled) model tokens: the ids' own counts, or a chat server's usage; None unknown."""
+        if self.token_unit == "token":
+            return len(self.prompt_ids), len(self.completion_ids), sum(self.mask)
+        usage = [turn.usage for turn in self.turns if turn.usage is not None]
+        if not usage or len(usage) != len(self.turns):
+            return None
+        (prompt, _), (last_prompt, last_completion) = usage[0], usage[-1]
+        return prompt, last_prompt + last_completion - prompt, sum(completion for _, completion in usage)
 
     @property
     def terminated(self) -> bool:

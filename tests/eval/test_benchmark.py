@@ -11,7 +11,8 @@ import pytest
 
 from researchrl.agent.loop import AgentConfig
 from researchrl.environment import EnvConfig
-from researchrl.eval.benchmark import EvalJob, run_benchmark
+from researchrl.errors import UserError
+from researchrl.eval.benchmark import EvalJob, check_job, run_benchmark
 from researchrl.eval.judge import Judge, JudgeAuthError
 from researchrl.policy.base import Context, Sampling
 from researchrl.policy.scripted import ScriptedPolicy
@@ -104,6 +105,33 @@ def test_a_different_evaluation_in_the_same_directory_is_refused(data: Path, tmp
     run(job(data, tmp_path / "out"))
     with pytest.raises(ValueError, match="holds a different evaluation .*protocol"):
         run(job(data, tmp_path / "out", protocol="cot"))
+
+
+SERVED = "http://127.0.0.1:8000/v1"
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "named"),
+    [
+        ({}, {"endpoint": SERVED}, f"(policy_endpoint None there, '{SERVED}' now; policy_mode 'local' there, 'chat' now)"),
+        ({"endpoint": SERVED}, {"endpoint": "http://127.0.0.1:8001/v1"},
+         f"(policy_endpoint '{SERVED}' there, 'http://127.0.0.1:8001/v1' now)"),
+        ({"endpoint": SERVED}, {"endpoint": SERVED, "tokenizer": "/models/served"}, "(policy_mode 'chat' there, 'completions' now)"),
+        ({"endpoint": SERVED, "tokenizer": "/models/served"}, {},
+         f"(policy_endpoint '{SERVED}' there, None now; policy_mode 'completions' there, 'local' now)"),
+    ],
+)
+def test_a_resume_with_another_policy_endpoint_or_mode_is_refused(
+    data: Path, tmp_path: Path, before: dict, now: dict, named: str
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "eval_config.json").write_text(json.dumps(job(data, out, **before).settings()))  # as the first record writes it
+    with pytest.raises(UserError) as err:
+        check_job(job(data, out, **now))
+    assert f"{out} holds a different evaluation {named}; use another --out" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert check_job(job(data, out, **{**before, **({"endpoint": f"{SERVED}/"} if before else {})}))  # same, resumable
 
 
 def test_k_samples_need_a_temperature(data: Path, tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ async def test_correct_and_incorrect_verdicts_and_the_request(judge_site: JudgeS
     assert judge_site.count == 2
     headers, body = judge_site.requests[0]
     assert headers["authorization"] == f"Bearer {KEY}"
-    assert body["model"] == "judge-test" and body["temperature"] == 0.0
+    assert body["model"] == "judge-test" and body["temperature"] == 0.0 and "max_tokens" not in body
     system, user = body["messages"]
     assert system == {"role": "system", "content": "You are a helpful assistant."}
     assert user == {"role": "user", "content": render_judge_prompt(QUESTION, GOLDS, "Paris, France")}
@@ -109,6 +109,15 @@ async def test_no_answer_and_exact_match_make_no_request(
 ) -> None:
     assert await judge.judge(QUESTION, GOLDS, pred) == expected
     assert judge_site.count == 0
+
+
+async def test_max_tokens_reaches_the_request_and_the_report(judge_site: JudgeSite) -> None:
+    judge = make_judge(judge_site, max_tokens=32)
+    judge_site.replies = [Reply(CORRECT)]
+    assert (await judge.judge(QUESTION, GOLDS, "Paris, France")).correct is True
+    await judge.aclose()
+    ((_, body),) = judge_site.requests
+    assert body["max_tokens"] == 32 and judge.info()["max_tokens"] == 32
 
 
 async def test_unreadable_reply_is_asked_again(judge_site: JudgeSite, judge: Judge) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from researchrl.eval.behaviour import summarize
 from researchrl.eval.judge import Verdict
 from researchrl.eval.tables import (
     PAPER_COLUMNS,
@@ -48,11 +49,11 @@ RECORDS = [
 #     pass@2 MBE: q1 yes, q2 no = 1/2; format errors 1/4; turns 17/4; tool calls 4/4; tokens 700/4.
 # hotpotqa: F1 .8/2; EM 0; MBE 1/1, 1 error; pass EM 0; pass MBE 1; turns 5/2; tool calls 3/2; tokens 320/2.
 # all: F1 2.7/6; EM 1/6; MBE (1+0+0+1)/4, 2 errors; pass EM 1/3; pass MBE 2/3; format 1/6; turns 22/6;
-#      tool calls 7/6; tokens 1020/6.
+#      tool calls 7/6; tokens 1020/6. Behaviour: eval.behaviour over the same records (tests/eval/test_behaviour.py).
 EXPECTED = [
-    TableRow("nq", 2, 4, 0.475, 0.25, 1 / 3, 3, 1, 0.5, 0.5, 0.25, 4.25, 1.0, 175.0),
-    TableRow("hotpotqa", 1, 2, 0.4, 0.0, 1.0, 1, 1, 0.0, 1.0, 0.0, 2.5, 1.5, 160.0),
-    TableRow("all", 3, 6, 0.45, 1 / 6, 0.5, 4, 2, 1 / 3, 2 / 3, 1 / 6, 22 / 6, 7 / 6, 170.0),
+    TableRow("nq", 2, 4, 0.475, 0.25, 1 / 3, 3, 1, 0.5, 0.5, 0.25, 4.25, 1.0, 175.0, summarize(RECORDS[2:])),
+    TableRow("hotpotqa", 1, 2, 0.4, 0.0, 1.0, 1, 1, 0.0, 1.0, 0.0, 2.5, 1.5, 160.0, summarize(RECORDS[:2])),
+    TableRow("all", 3, 6, 0.45, 1 / 6, 0.5, 4, 2, 1 / 3, 2 / 3, 1 / 6, 22 / 6, 7 / 6, 170.0, summarize(RECORDS)),
 ]
 
 
@@ -133,6 +134,29 @@ def test_tables_md_shows_our_rows_then_the_reference(tmp_path: Path) -> None:
     assert "| all | 3 | 6 | 45.0 | 16.7 | 50.0 | 2 | 33.3 | 66.7 | 16.7 | 3.67 | 1.17 | 170 |" in md
     assert md.index("| all |") < md.index("| DeepResearcher | NQ | 39.6 | 61.9 |")
     assert "| R1-Searcher | HotpotQA | 44.8 | — |" in md
+
+
+def test_tables_carry_each_sources_research_behaviour(tmp_path: Path) -> None:
+    def hits(query: str, url: str, snippet: str) -> str:
+        hit = {"title": "t", "url": url, "quick_summary": snippet}
+        return repr([{"search_query": query, "web_page_info_list": [hit]}])
+
+    turns = [{"tool_call": {"name": "web_search", "arguments": {"query": ["director of Inception"]}},
+              "observation": hits("director of Inception", "http://w/i", "Inception was directed by Christopher Nolan.")},
+             {"tool_call": {"name": "web_search", "arguments": {"query": "Christopher Nolan birthplace"}},
+              "observation": hits("Christopher Nolan birthplace", "http://w/n", "Nolan was born in London.")},
+             {"answer": "London"}]
+    bridged = {**rec("musique", 9, 0, True, 1.0, 1.0, None, turns=3, tools=2, tokens=10), "turns": turns,
+               "question": "Where was the director of Inception born?", "golds": ["London"], "answer": "London"}
+    rows = source_table([bridged, rec("nq", 1, 0, True, 0.0, 0.0, None, turns=1, tools=0, tokens=5)], k=1)
+    assert [(r.source, r.behaviour["behaviour/bridge_rate"], r.behaviour["behaviour/queries"]) for r in rows] == [
+        ("nq", 0.0, 0.0), ("musique", 1.0, 2.0), ("all", 0.5, 1.0)]
+    write_tables(tmp_path, rows, 1, None)
+    assert json.loads((tmp_path / "tables.json").read_text())["rows"][1]["behaviour"] == rows[1].behaviour
+    md = (tmp_path / "tables.md").read_text()
+    assert ("| source | queries | bridge | search after browse | sources | cross-checked | reflection | grounded | "
+            "unsupported | honest | confident wrong | planned |") in md
+    assert "| MuSiQue | 2.00 | 100.0 | 0.0 | 0.00 | 0.0 | 0.0 | 100.0 | 0.0 | 0.0 | 0.0 | 0.0 |" in md
 
 
 def test_console_table_lists_both(tmp_path: Path) -> None:

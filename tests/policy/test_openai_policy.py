@@ -14,7 +14,9 @@ from starlette.routing import Route
 
 from researchrl.agent.loop import AgentConfig, run_episode
 from researchrl.policy.base import Context, Message, Sampling
-from researchrl.policy.openai import OpenAIPolicy, PolicyUnavailable
+from researchrl.display import _tokens
+from researchrl.policy.openai import InexactTokens, OpenAIPolicy, PolicyUnavailable
+from researchrl.records import trajectory_record
 from researchrl.tools.base import Toolset
 from researchrl.types import Question
 from researchrl.web.retry import RetryPolicy
@@ -65,7 +67,10 @@ async def test_chat_mode_runs_an_episode_and_sends_the_key_from_env(server, monk
     path, body, headers = server.received[0]
     assert path == "/v1/chat/completions" and body["model"] == "served-model"
     assert headers["authorization"] == "Bearer sk-test-123"
-    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    # the protocol's prefill goes as a final assistant message the server is asked to continue
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant"]
+    assert body["messages"][-1]["content"] == "<think>" and body["continue_final_message"] is True
+    assert body["add_generation_prompt"] is False
     assert "# Tools" in body["messages"][0]["content"]
     # byte-level ids keep the mask invariant even for text-only endpoints
     assert sum(trajectory.mask) == len(trajectory.turns[0].token_ids)
@@ -188,3 +193,92 @@ async def test_rollout_vllm_path_is_token_exact_against_the_servers_completions_
     assert body["include_stop_str_in_output"] is True and body["model"] == "m"
     assert trajectory.completion_ids == sampled and trajectory.mask == [1] * len(sampled)  # EOS not doubled
     assert trajectory.logprobs == [-0.25] * len(sampled) and trajectory.reward.reward == 1.0
+
+
+def models_route(max_model_len: int) -> Route:
+    """vLLM's /v1/models, which names the served context length."""
+    async def models(_request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{"id": "m", "object": "model", "max_model_len": max_model_len}]})
+
+    return Route("/v1/models", models)
+
+
+def completion_reply(ids: list[int], text: str) -> dict:
+    return {"id": "c", "object": "text_completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "text": text, "finish_reason": "length", "token_ids": ids,
+                         "logprobs": {"tokens": [f"token_id:{i}" for i in ids], "token_logprobs": [-0.1] * len(ids)}}]}
+
+
+async def test_the_servers_context_size_caps_each_turn_and_a_full_context_ends_the_episode(smol_tokenizer) -> None:  # noqa: ANN001
+    fake = Server()
+    ids = smol_tokenizer.encode("hello", trusted=True)
+    fake.replies = [(200, completion_reply(ids, "hello"))]
+    app = Starlette(routes=[Route("/v1/completions", fake.handle, methods=["POST"]), models_route(40)])
+    with serve_app(app) as url:
+        policy = OpenAIPolicy(url + "/v1", "m", tokenizer="embedded", retry=FAST)
+        await policy.generate(Context(list(range(30)), [], ""), Sampling(max_new_tokens=2000))
+        assert policy.context_limit == 40 and fake.received[0][1]["max_tokens"] == 10
+        trajectory = await run_episode(Question("q", "a question far longer than forty tokens " * 8, ("x",)), policy,
+                                       Toolset([]), AgentConfig())
+        await policy.aclose()
+    assert len(fake.received) == 1  # the full context was refused here, not sent
+    assert trajectory.termination == "context_budget" and trajectory.turns == [] and trajectory.reward.reward == -1.0
+
+
+async def test_completions_without_ids_are_reencoded_with_one_warning_and_refused_for_training(server, caplog) -> None:  # noqa: ANN001
+    reply = {"id": "c", "object": "text_completion", "created": 0, "model": "m",
+             "choices": [{"index": 0, "text": "x</think><answer>y</answer>", "finish_reason": "stop",
+                          "logprobs": {"tokens": ["x", "</", "think"], "token_logprobs": [-1.0, -1.0, -1.0]}}]}
+    server.replies = [(200, reply)]
+    policy = OpenAIPolicy(server.url, "m", tokenizer="embedded", retry=FAST, context_tokens=4096)
+    with caplog.at_level("WARNING"):
+        first = await policy.generate(Context([1], [], "<think>"), Sampling())
+        await policy.generate(Context([1], [], "<think>"), Sampling())
+    await policy.aclose()
+    assert not first.exact and first.logprobs is None
+    assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1
+    assert "no sampled token ids" in caplog.records[0].getMessage() and len(caplog.records) == 1
+    strict = OpenAIPolicy(server.url, "m", tokenizer="embedded", retry=FAST, context_tokens=4096, require_exact=True)
+    with pytest.raises(InexactTokens, match="returned no sampled token ids .*logprobs.tokens as token strings"):
+        await strict.generate(Context([1], [], "<think>"), Sampling())
+    await strict.aclose()
+
+
+async def test_chat_counts_tokens_by_the_servers_usage_never_by_bytes(server) -> None:  # noqa: ANN001
+    reply = chat_reply("<think>easy</think>\n<answer>a spirit</answer>")
+    reply["usage"] = {"prompt_tokens": 687, "completion_tokens": 12, "total_tokens": 699}
+    server.replies = [(200, reply)]
+    policy = OpenAIPolicy(server.url, "m", retry=FAST)
+    trajectory = await run_episode(Question("q", "If Gallu is a demon Lilu is what?", ("a spirit",)), policy, Toolset([]), AgentConfig())
+    await policy.aclose()
+    record = trajectory_record(trajectory)
+    assert trajectory.token_counts() == (687, 12, 12)
+    assert (record["prompt_tokens"], record["completion_tokens"], record["sampled_tokens"]) == (687, 12, 12)
+    assert record["exact_tokens"] is False and record["transcript_bytes"] > 687
+    assert "687 prompt + 12 completion (12 sampled, by the server's usage)" in _tokens(trajectory)
+
+
+async def test_chat_without_usage_says_tokens_are_unknown(server) -> None:  # noqa: ANN001
+    server.replies = [(200, chat_reply("<think>easy</think>\n<answer>a spirit</answer>"))]
+    policy = OpenAIPolicy(server.url, "m", retry=FAST)
+    trajectory = await run_episode(Question("q", "Lilu?", ("a spirit",)), policy, Toolset([]), AgentConfig())
+    await policy.aclose()
+    assert trajectory.token_counts() is None and trajectory_record(trajectory)["prompt_tokens"] is None
+    assert _tokens(trajectory).startswith("not reported by the server")
+
+
+async def test_a_server_that_cannot_continue_a_message_gets_the_prefill_dropped_once_with_a_warning(server, caplog) -> None:  # noqa: ANN001
+    refusal = {"error": {"message": "Unrecognized request argument supplied: continue_final_message", "type": "invalid_request_error"}}
+    server.replies = [(400, refusal), (200, chat_reply("<think>t</think><answer>a</answer>")),
+                      (200, chat_reply("<think>t</think><answer>b</answer>"))]
+    policy = OpenAIPolicy(server.url, "m", retry=FAST)
+    with caplog.at_level("WARNING"):
+        first = await policy.generate(Context([], [Message("user", "q")], "<think>"), Sampling())
+        await policy.generate(Context([], [Message("user", "q")], "<think>"), Sampling())
+    await policy.aclose()
+    assert first.text == "t</think><answer>a</answer>"
+    bodies = [body for _, body, _ in server.received]
+    assert bodies[0]["messages"][-1] == {"role": "assistant", "content": "<think>"}
+    assert [m["role"] for m in bodies[1]["messages"]] == ["user"] and "continue_final_message" not in bodies[1]
+    assert [m["role"] for m in bodies[2]["messages"]] == ["user"]
+    assert len(caplog.records) == 1 and "cannot continue an assistant message" in caplog.records[0].getMessage()

@@ -19,6 +19,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from researchrl.eval.behaviour import TAGS, behaviour, summarize
 from researchrl.report import build_report, write_report
 from researchrl.report.cli import report
 from researchrl.report.html import OBSERVATION_PREVIEW_CHARS, PAGE_JS
@@ -102,6 +103,38 @@ def test_eval_tables_carry_the_exact_numbers_with_reference_rows_apart(run_dir: 
     sha = tables["judge"]["prompt_sha256"]
     judge = doc.xpath("//div[@data-key='judge prompt sha (evals/smoke)']/span[@class='fact-value']")[0]
     assert judge.get("title") == sha and sha.startswith(judge.text.rstrip("…"))
+
+
+def test_the_behaviour_panel_has_each_files_behaviour_over_all_its_records(run_dir: Path) -> None:
+    phases = json.loads((run_dir / "eval.json").read_text())
+    for phase in phases.values():  # a run that logged behaviour: shown in the panel, not in the phase table
+        phase.update(summarize(_jsonl(run_dir / "eval_after.jsonl")))
+    (run_dir / "eval.json").write_text(json.dumps(phases))
+    doc = lxml.html.fromstring(build_report(run_dir, max_trajectories=5))
+    assert not doc.find_class("eval-phases")[0].xpath(".//th[contains(., 'behaviour')]")
+    rows = doc.find_class("behaviour")[0].xpath("./tbody/tr")
+    files = {"training": "trajectories.jsonl", "eval before": "eval_before.jsonl", "eval after": "eval_after.jsonl",
+             "evals/smoke/records.jsonl": "evals/smoke/records.jsonl"}
+    assert [r.xpath("./td[@data-key='file']")[0].text for r in rows] == list(files)
+    for row, name in zip(rows, files.values()):
+        records = _jsonl(run_dir / name)
+        assert int(row.xpath("./td[@data-key='episodes']")[0].text) == len(records)
+        for key, value in summarize(records).items():
+            assert float(row.xpath(f"./td[@data-key='{key.removeprefix('behaviour/')}']")[0].get("data-value")) == value
+    assert doc.xpath("//nav/a[@href='#behaviour']")
+
+
+def test_every_trajectory_names_its_behaviours(run_dir: Path) -> None:
+    doc = lxml.html.fromstring(build_report(run_dir))
+    tags = [behaviour(record).tags() for record in _records(run_dir)]
+    shown = doc.find_class("traj")
+    assert [d.get("data-behaviour").split() for d in shown] == tags
+    assert {"grounded", "unsupported", "confident_wrong"} <= {t for ts in tags for t in ts}
+    for details, names in zip(shown, tags):
+        said = details.xpath(".//dt[text()='behaviour']/following-sibling::dd[1]")[0].text
+        assert said == (", ".join(TAGS[t] for t in names) or "none of those measured")
+    options = doc.get_element_by_id("f-behaviour").xpath("./option/@value")
+    assert options == ["", *TAGS]
 
 
 def test_every_trajectory_is_a_details_with_each_turn_marked_by_kind(run_dir: Path) -> None:
@@ -356,6 +389,8 @@ def test_chromium_renders_the_report(run_dir: Path) -> None:
     assert dom.find("body").get("data-js") == "ok" and "Uncaught" not in log
     assert len(dom.xpath("//svg[@class='chart']")) == 8
     assert len(dom.find_class("eval-phases")) == len(dom.find_class("eval-rows")) == len(dom.find_class("reference")) == 1
+    panel = dom.get_element_by_id("behaviour")
+    assert len(panel.xpath(".//table[@class='behaviour']/tbody/tr")) == 4, "one behaviour row per trajectory file"
     assert dom.get_element_by_id("filters").get("hidden") is None, "the script shows the filters"
     assert dom.get_element_by_id("f-count").text == f"{len(_records(run_dir))} of {len(_records(run_dir))} shown"
 
@@ -372,6 +407,20 @@ def test_chromium_applies_filters_from_the_url(run_dir: Path) -> None:
     visible = [d for d in dom.find_class("traj") if d.get("hidden") is None]
     assert visible and all(float(d.get("data-reward")) > 0 for d in visible)
     assert len(visible) == sum(1 for r in _records(run_dir) if r["reward"] > 0)
+
+
+def test_chromium_filters_trajectories_by_behaviour(run_dir: Path) -> None:
+    page = write_report(run_dir)
+    dom, log = _dom(page.as_uri() + "#behaviour=grounded&set=eval%20after")
+    assert "Uncaught" not in log and dom.get_element_by_id("f-behaviour").get("hidden") is None
+    wanted = [r for r in _jsonl(run_dir / "eval_after.jsonl") if "grounded" in behaviour(r).tags()]
+    visible = [d for d in dom.find_class("traj") if d.get("hidden") is None]
+    assert 0 < len(visible) == len(wanted) < len(_jsonl(run_dir / "eval_after.jsonl"))
+    assert [d.find_class("question")[0].text for d in visible] == [r["question"] for r in wanted]
+    dom, _ = _dom(page.as_uri() + "#behaviour=unsupported")
+    visible = [d for d in dom.find_class("traj") if d.get("hidden") is None]
+    assert len(visible) == sum("unsupported" in behaviour(r).tags() for r in _records(run_dir)) > 0
+    assert dom.get_element_by_id("f-count").text == f"{len(visible)} of {len(_records(run_dir))} shown"
 
 
 def test_chromium_shows_a_script_in_an_observation_as_text(tmp_path: Path) -> None:

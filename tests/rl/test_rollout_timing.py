@@ -127,6 +127,7 @@ def test_a_rollout_reports_where_its_seconds_went(env: RunningEnvironment, share
     assert busy <= t["time/rollout_s"] + 1e-6
     assert t["time/other_s"] == pytest.approx(t["time/rollout_s"] - busy, abs=1e-9)
     assert len((tmp_path / "trajectories.jsonl").read_text().splitlines()) == len(prompts)
+    assert stats["behaviour/queries"] == 1.0 and stats["behaviour/searches_after_browse"] == 0.0  # eval.behaviour's
 
 
 def test_curves_png_gets_a_phase_panel_when_steps_are_timed(tmp_path: Path) -> None:
@@ -141,3 +142,6 @@ def test_curves_png_gets_a_phase_panel_when_steps_are_timed(tmp_path: Path) -> N
     plain.write_text("".join(json.dumps({k: v for k, v in r.items() if "/" not in k or k.startswith("rewards")}) + "\n" for r in rows))
     widths = [Image.open(plot_run(m, tmp_path / f"{m.stem}.png")).size[0] for m in (timed, plain)]
     assert widths[0] > widths[1]  # four panels, not three
+    behaved = tmp_path / "behaved.jsonl"
+    behaved.write_text("".join(json.dumps({**r, "behaviour/bridge_rate": 0.5}) + "\n" for r in rows))
+    assert Image.open(plot_run(behaved, tmp_path / "behaved.png")).size[0] > widths[0]  # and a behaviour panel

@@ -116,7 +116,7 @@ def test_ask_eval_and_the_policy_are_token_exact_on_the_server(server, checkpoin
     from researchrl.agent.loop import AgentConfig, run_episode
     from researchrl.data.load import load_questions
     from researchrl.environment import EnvConfig, open_environment
-    from researchrl.policy.base import Context, Sampling
+    from researchrl.policy.base import Context, ContextOverflow, Message, Sampling
     from researchrl.policy.openai import OpenAIPolicy
     from researchrl.policy.vllm_server import SERVED_NAME
     from researchrl.rl.vllm_sync import reload
@@ -133,9 +133,20 @@ def test_ask_eval_and_the_policy_are_token_exact_on_the_server(server, checkpoin
         stopped = await policy.generate(Context(tokenizer("The capital of France is")["input_ids"], [], ""),
                                         Sampling(temperature=0.0, max_new_tokens=32, stop=(" ",)))
         await policy.aclose()
-        return done, stopped
+        # the server's own context size was asked; past it, its 400 is an overflow, not a failure of the run
+        limit = policy.context_limit
+        blind = OpenAIPolicy(f"{server.url}/v1", SERVED_NAME, tokenizer=tokenizer, context_tokens=10**6)
+        with pytest.raises(ContextOverflow):
+            await blind.generate(Context([198] * (limit + 8), [], ""), Sampling(max_new_tokens=4))
+        await blind.aclose()
+        chat = OpenAIPolicy(f"{server.url}/v1", SERVED_NAME)  # chat mode: the prefill is continued, not repeated
+        continued = await chat.generate(Context([], [Message("user", "Who wrote Hamlet?")], "<think>"), Sampling(max_new_tokens=16))
+        await chat.aclose()
+        return done, stopped, limit, continued
 
-    trajectories, stopped = asyncio.run(episodes())
+    trajectories, stopped, limit, continued = asyncio.run(episodes())
+    assert limit == server.spec.max_model_len and all(t.exact_tokens for t in trajectories)
+    assert continued.usage is not None and continued.usage[1] > 0 and not continued.text.startswith("<think>")
     # the text is exactly the sampled ids', stop string included (vLLM's own text ends at the stop string, mid-token)
     assert stopped.finish_reason == "stop" and stopped.text == tokenizer.decode(stopped.token_ids) and " " in stopped.text
     model = load(checkpoint)
@@ -160,4 +171,5 @@ def test_ask_eval_and_the_policy_are_token_exact_on_the_server(server, checkpoin
                                 "--max-turns", "2", "--max-new-tokens", "64"],
                                capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    assert len(read_jsonl(tmp_path / "eval" / "records.jsonl")) == len(questions)
+    records = read_jsonl(tmp_path / "eval" / "records.jsonl")
+    assert len(records) == len(questions) and all(r["exact_tokens"] for r in records)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import gzip
+import uuid
 from pathlib import Path
 
 import httpx
@@ -11,13 +12,14 @@ import pytest
 
 from researchrl.tools.base import EpisodeState, check_tool
 from researchrl.tools.browse import BrowseTool, render_memory, url_list
-from researchrl.tools.reader import ExtractiveReader, ReaderError, ReadRequest, ReadResult
+from researchrl.tools.extract_pool import ExtractPool
+from researchrl.tools.reader import ExtractiveReader, LLMReader, ReaderError, ReadRequest, ReadResult
 from researchrl.types import SearchResult
 from researchrl.web.http import FetchConfig, Fetcher
 from researchrl.web.retry import RetryPolicy
 from tests.loopback import LoopbackOnlyTransport
 
-from .conftest import passage_texts
+from .conftest import Reply, passage_texts
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 QUESTION = "If Gallu is a demon Lilu is what?"
@@ -157,6 +159,54 @@ async def test_html_page_is_extracted_before_reading(tool_site, fetcher) -> None
     assert state.memory[state.question]  # a URL never seen in a search falls under the question itself
 
 
+class RankedSpy:
+    """The extractive reader, counting the segments it was handed already ranked."""
+
+    def __init__(self) -> None:
+        self.reader, self.reads, self.ranked = ExtractiveReader(), 0, 0
+
+    async def read(self, req: ReadRequest) -> ReadResult:
+        self.reads += 1
+        self.ranked += req.ranked is not None
+        return await self.reader.read(req)
+
+
+async def test_pages_ranked_by_the_pool_read_as_in_this_process(tool_site, fetcher, passages) -> None:
+    pages = DATA / "html" / "mozilla_readability_test_pages" / "pages"
+    if not pages.is_dir():
+        pytest.skip("shared data not present")
+    run = uuid.uuid4().hex  # URLs no earlier test extracted, so the pool's first calls extract
+    html = {name: gzip.decompress((pages / name / "source.html.gz").read_bytes()).decode()
+            for name in ("wikipedia", "guardian-1", "lemonde-1")}
+    urls = {name: tool_site.add_page(f"{run}/{name}.html", text, "text/html") for name, text in html.items()}
+    lilu = tool_site.add_page(f"{run}/lilu.txt", one_segment_each(passages["d5"], passages["d9"], passages["d7"]))
+    missing = f"{tool_site.base_url}/p/{run}/missing.html"
+    calls = [[urls["wikipedia"], urls["guardian-1"], lilu, urls["lemonde-1"], missing],  # extracted in the pool
+             [urls["wikipedia"], urls["lemonde-1"], lilu], [urls["wikipedia"]]]  # resumed; cached text, ranked there
+
+    async def browse(tool: BrowseTool) -> tuple[list[tuple[str, tuple[str, ...]]], EpisodeState]:
+        state = state_for(urls["wikipedia"], urls["guardian-1"], lilu, query="Mozilla Foundation founded Lilu demon")
+        state.searches.append(("Élysée président économie réforme", [SearchResult("", urls["lemonde-1"], "")]))
+        observations = [await tool({"url_list": call}, state) for call in calls]
+        return [(o.text, o.errors) for o in observations], state
+
+    pool = ExtractPool(1)
+    pooled = RankedSpy()
+    try:
+        tool = BrowseTool(fetcher, pooled, segment_chars=3000, max_segments_per_url=3, extract=pool.extract,
+                          extract_and_rank=pool.extract_and_rank)
+        in_pool, pool_state = await browse(tool)
+    finally:
+        await pool.aclose()
+    here = RankedSpy()
+    in_process, state = await browse(BrowseTool(fetcher, here, segment_chars=3000, max_segments_per_url=3))
+    assert in_pool == in_process
+    assert (pool_state.memory, pool_state.read_pos) == (state.memory, state.read_pos)
+    assert pooled.ranked == pooled.reads == here.reads > 10 and here.ranked == 0
+    assert pool.submitted == 8  # one task a page and browse: 4 pages extracted, then 4 cached texts ranked
+    assert sum(len(entry["information"]) for text, _ in in_pool for entry in ast.literal_eval(text)) > 5
+
+
 class FailingReader:
     async def read(self, req: ReadRequest) -> ReadResult:
         raise ReaderError("timeout", "reader endpoint timed out")
@@ -169,6 +219,30 @@ async def test_reader_failure_is_an_error_entry(tool_site, fetcher) -> None:
     assert entries(observation) == [{"url": url, "information": [], "error": "reader_timeout"}]
     assert observation.errors == ("reader_timeout",)
     assert url not in state.read_pos  # the segment will be read again next time
+
+
+GOOD_READ = f"<extracted_info>{LILU}</extracted_info><page_down>no</page_down>"
+
+
+@pytest.mark.parametrize(
+    ("first_reply", "first_entry", "errors"),
+    [
+        ("Sure! The page says a lot.", {"information": [], "error": "reader_unparseable"}, ("reader_unparseable",)),
+        (GOOD_READ, {"information": [{"page_number": 0, "page_summary": LILU}]}, ()),
+    ],
+)
+async def test_an_unparseable_reader_reply_is_a_counted_error_and_the_browse_goes_on(
+    tool_site, fetcher, first_reply: str, first_entry: dict, errors: tuple  # noqa: ANN001
+) -> None:
+    first, second = tool_site.add_page("first.txt", LILU), tool_site.add_page("second.txt", ALU)
+    tool_site.replies = [Reply(first_reply), Reply(f"<extracted_info>{ALU}</extracted_info><page_down>no</page_down>")]
+    reader = LLMReader(f"{tool_site.base_url}/v1", "reader-test", timeout=5, retry=RetryPolicy(attempts=3, base_delay=0.01))
+    observation = await BrowseTool(fetcher, reader)({"url_list": [first, second]}, state_for(first, second))
+    await reader.aclose()
+    assert entries(observation) == [{"url": first, **first_entry},
+                                    {"url": second, "information": [{"page_number": 0, "page_summary": ALU}]}]
+    assert observation.errors == errors
+    assert len(tool_site.chat_requests) == 2  # the unparseable reply was not asked again
 
 
 @pytest.mark.parametrize("arguments", [{}, {"url_list": []}, {"url_list": [1, None, " "]}, {"url_list": {"a": 1}}])

@@ -161,11 +161,11 @@ async def test_a_closed_pool_leaves_no_process_and_one_never_used_starts_none() 
     assert failed.value.kind == "extract_closed" and new_processes(before) == []
 
 
-def test_the_pool_takes_the_usable_cores_less_one_for_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_pool_takes_one_worker_per_usable_core_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(extract_pool.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    assert (pool_workers(None), pool_workers(2), pool_workers(0)) == (3, 2, 0)
+    assert (pool_workers(None), pool_workers(2), pool_workers(0)) == (4, 2, 0)  # 0: extraction stays in a thread
     monkeypatch.setattr(extract_pool.os, "sched_getaffinity", lambda pid: {0})
-    assert pool_workers(None) == 0  # one core: extraction stays in a thread
+    assert pool_workers(None) == 1
 
 
 async def test_where_no_worker_can_start_pages_are_extracted_in_a_thread(

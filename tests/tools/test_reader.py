@@ -7,15 +7,8 @@ import time
 
 import pytest
 
-from researchrl.tools.reader import (
-    ExtractiveReader,
-    LLMReader,
-    ReaderError,
-    ReadRequest,
-    bm25_scores,
-    parse_reply,
-    split_sentences,
-)
+from researchrl.tools.ranking import bm25_scores, split_sentences
+from researchrl.tools.reader import ExtractiveReader, LLMReader, ReaderError, ReadRequest, ReadResult, parse_reply
 from researchrl.web.retry import RetryPolicy
 
 from .conftest import Reply, passage_texts
@@ -82,12 +75,21 @@ def test_bm25_prefers_more_and_rarer_query_terms() -> None:
         ("<extracted_info>Depth <10 m\n<page_down>yes", "Depth <10 m", True),  # unclosed tags
         ("<think><extracted_info>draft</extracted_info></think><extracted_info>final</extracted_info>", "final", False),
         ("<extracted_info></extracted_info><page_down>yes, the nose is not yet</page_down>", "", True),
-        ("I cannot help with that.", "", False),
-        ("", "", False),
+        ("<page_down>no</page_down>", "", False),  # one tag is enough: nothing new, stop
     ],
 )
 def test_parse_reply(reply: str, info: str, page_down: bool) -> None:
-    assert parse_reply(reply, page_index=1, total_pages=2) == type(parse_reply("", 1, 1))(info, page_down)
+    assert parse_reply(reply, page_index=1, total_pages=2) == ReadResult(info, page_down)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["I cannot help with that.", "", "<think><extracted_info>draft</extracted_info></think>", "<short_summary>x</short_summary>"],
+)
+def test_a_reply_with_neither_tag_is_unparseable(reply: str) -> None:
+    with pytest.raises(ReaderError, match="neither <extracted_info> nor <page_down>") as err:
+        parse_reply(reply, page_index=1, total_pages=2)
+    assert err.value.kind == "unparseable"
 
 
 def test_parse_reply_never_pages_past_the_last_page() -> None:
@@ -135,12 +137,27 @@ async def test_llm_reader_gives_up_after_bounded_attempts(tool_site, reader: LLM
 
 
 @pytest.mark.parametrize("reply", [Reply("Sure! Here is what I found: nothing."), Reply(""), Reply(raw="<p>x</p>")])
-async def test_llm_reader_garbage_means_no_info(tool_site, reader: LLMReader, reply: Reply) -> None:
+async def test_llm_reader_garbage_is_an_unparseable_error_asked_once(tool_site, reader: LLMReader, reply: Reply) -> None:
     tool_site.replies = [reply]
     started = time.monotonic()
-    result = await reader.read(request("text"))
-    assert (result.info, result.page_down) == ("", False)
-    assert len(tool_site.chat_requests) == 1 and time.monotonic() - started < 2
+    with pytest.raises(ReaderError) as err:
+        await reader.read(request("text"))
+    assert err.value.kind == "unparseable"
+    assert len(tool_site.chat_requests) == 1 and time.monotonic() - started < 2  # the model answered: no retry
+
+
+async def test_llm_reader_sends_its_max_tokens(tool_site, monkeypatch: pytest.MonkeyPatch) -> None:
+    from researchrl.environment import EnvConfig, _reader
+
+    monkeypatch.setenv("READER_API_KEY_TEST", KEY)
+    env = EnvConfig(reader="llm", reader_url=f"{tool_site.base_url}/v1", reader_model="reader-test",
+                    reader_key_env="READER_API_KEY_TEST", reader_max_tokens=64)
+    reader = _reader(env)
+    tool_site.replies = [Reply("<extracted_info>x</extracted_info><page_down>no</page_down>")]
+    assert (await reader.read(request("text"))).info == "x"
+    await reader.aclose()
+    ((_, body),) = tool_site.chat_requests
+    assert body["max_tokens"] == 64 and "max_tokens=64" in reader.cache_id
 
 
 async def test_llm_reader_timeout_is_bounded(tool_site, monkeypatch: pytest.MonkeyPatch) -> None:

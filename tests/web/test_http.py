@@ -110,6 +110,15 @@ async def test_whole_fetch_deadline(page_server) -> None:
     await fetcher.aclose()
 
 
+async def test_the_deadline_counts_from_the_first_request_not_from_the_wait_for_a_slot(page_server) -> None:
+    fetcher = Fetcher(FetchConfig(allow_hosts=page_server.allow, per_host_concurrency=1, deadline=1.0))
+    # one at a time, 0.2 s each: the sixth waits a second for its slot, then fetches well within its deadline
+    started = time.monotonic()
+    pages = await asyncio.gather(*(fetcher.fetch(page_server.url(f"/slow?s=0.2&i={i}")) for i in range(6)))
+    assert len(pages) == 6 and time.monotonic() - started > 1.2
+    await fetcher.aclose()
+
+
 async def test_connection_refused_is_retried_then_reported(page_server, sleeps: Sleeps) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ from typing import Literal
 
 from researchrl.agent import render
 from researchrl.agent.protocols import TurnProtocol, get_protocol
-from researchrl.policy.base import Context, Policy, Sampling
+from researchrl.policy.base import Context, ContextOverflow, Policy, Sampling
 from researchrl.prompts import FORCE_ANSWER
 from researchrl.reward.reward import RewardConfig, score
 from researchrl.tools.base import EpisodeState, Toolset
@@ -61,8 +61,9 @@ async def run_episode(
     turns: list[Turn] = []
     termination: Termination = "turn_budget"
     last = cfg.max_turns - 1 + (cfg.on_budget == "force_answer")
+    counts_bytes = getattr(policy, "mode", "") == "chat"  # a chat endpoint's ids are bytes: its server counts tokens
     for index in range(last + 1):
-        room = cfg.max_context_tokens - len(transcript.ids)
+        room = cfg.max_context_tokens - (0 if counts_bytes else len(transcript.ids))
         if room <= 0:
             termination = "context_budget"
             break
@@ -72,11 +73,16 @@ async def run_episode(
             stop=protocol.stop,
             seed=episode_seed(cfg, question, sample_index, index),
         )
-        sample = await policy.generate(Context(transcript.ids, transcript.messages, protocol.prefill), sampling)
+        try:
+            sample = await policy.generate(Context(transcript.ids, transcript.messages, protocol.prefill), sampling)
+        except ContextOverflow:
+            termination = "context_budget"
+            break
         text = protocol.prefill + sample.text
         transcript.add_sampled(sample, text)
         action = protocol.parse(text)
-        turn = Turn(text, sample.token_ids, sample.logprobs, sample.finish_reason, action)
+        turn = Turn(text, sample.token_ids, sample.logprobs, sample.finish_reason, action, exact=sample.exact,
+                    usage=sample.usage)
         turns.append(turn)
         if watch is not None:
             watch(turn)
@@ -103,6 +109,7 @@ async def run_episode(
         logprobs=transcript.logprobs,
         turns=turns,
         termination=termination,
+        token_unit="byte" if counts_bytes else "token",
     )
     reward = score(trajectory.policy_text, question.answers, cfg.reward)
     last_action = turns[-1].action if turns else None

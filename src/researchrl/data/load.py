@@ -61,7 +61,7 @@ def load_questions(path: str | Path, limit: int | None = None) -> list[Question]
     for index, (where, row) in enumerate(rows):
         if limit is not None and len(questions) >= limit:
             break
-        questions.append(_to_question(row, where, f"{path.stem}_{index}"))
+        questions.append(to_question(row, where, f"{path.stem}_{index}"))
     return questions
 
 
@@ -103,7 +103,7 @@ def scan_questions(path: str | Path) -> Scan:
     questions: list[Question] = []
     for index, (where, row) in enumerate(rows):
         try:
-            questions.append(_to_question(row, where, f"{path.stem}_{index}"))
+            questions.append(to_question(row, where, f"{path.stem}_{index}"))
         except InputError as e:
             bad.append(BadRow(where, str(e).removeprefix(f"{where}: ")))
     if not questions:  # every row bad: the wrong file, not a few bad rows
@@ -140,8 +140,8 @@ def write_verl_parquet(questions: Sequence[Question], path: Path, split: str) ->
     os.replace(tmp, path)
 
 
-def _to_question(row: Any, where: str, default_id: str) -> Question:
-    """One row (veRL or flat) as a Question, or InputError saying what is missing."""
+def to_question(row: Any, where: str, default_id: str, golds: bool = True) -> Question:
+    """One row (veRL or flat) as a Question, or InputError saying what is missing; golds=False takes a bare question."""
     if not isinstance(row, dict):
         raise InputError(f"{where}: expected an object, got {type(row).__name__}")
     verl = "prompt" in row and "reward_model" in row
@@ -154,13 +154,14 @@ def _to_question(row: Any, where: str, default_id: str) -> Question:
         raw = reward_model.get("ground_truth") if isinstance(reward_model, dict) else None
         qid = extra.get("index") if isinstance(extra, dict) else None
     else:
-        raw = next((row[k] for k in _ANSWER_FIELDS if row.get(k) is not None), None)
+        absent = (None,) if golds else (None, "", [])  # without required golds, an empty field is no gold at all
+        raw = next((row[k] for k in _ANSWER_FIELDS if row.get(k) not in absent), None)
         qid = row.get("id")
     source = next((row[k] for k in _SOURCE_FIELDS if isinstance(row.get(k), str)), "")
     return Question(
         id=default_id if qid is None else str(qid),
         question=text,
-        answers=_answers(raw, where),
+        answers=_answers(raw, where) if golds or raw is not None else (),
         source=source,
     )
 

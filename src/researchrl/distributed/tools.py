@@ -8,7 +8,8 @@ Errors reach the caller as the protocol's own exception, never as a Ray wrapper:
 
     SearchError / FetchError / ReaderError   raised by the upstream inside the worker, sent back as a
                                              FaultRecord and raised again here with the same type, kind and message
-    kind "worker_timeout"                    the worker did not answer within the proxy's timeout (call cancelled)
+    kind "worker_timeout"                    the worker did not answer within the proxy's timeout (call cancelled);
+                                             the clock starts when the call is sent to a worker with a free slot
     kind "worker_lost"                       the worker process died; the pool replaces it for later calls
 
 Any other exception in a worker is a bug in our code and propagates (as Ray's RayTaskError).
@@ -118,6 +119,9 @@ class RayToolPool:
         self.lost = 0  # calls whose worker died under them (each answered worker_lost)
         self._actors: list[Any | None] = []
         self._outstanding = [0] * workers
+        # calls sent to the workers at once: each has a free one of its max_concurrency slots for the least busy
+        # worker to start it on arrival, so no call's timeout runs while it queues inside Ray; the rest wait here
+        self._free = asyncio.Semaphore(workers * max_concurrency)
         self._turn = 0
         self._ours = False
 
@@ -160,10 +164,16 @@ class RayToolPool:
         return RemoteTool(self, kind, timeout or self.timeout, name)
 
     async def call(self, kind: ToolKind, args: tuple[Any, ...], timeout: float, source: str) -> Any:  # noqa: ANN401
-        """Run a call of `kind` on the least busy worker; its faults are the kind's (a search's blame `source`)."""
-        ray = require_ray()
+        """Run a call of `kind` on the least busy worker, once one has a free slot (`timeout` counts from then); its
+        faults are the kind's (a search's blame `source`)."""
         if not self._actors:
             raise RuntimeError("start the tool pool before calling it")
+        async with self._free:
+            return await self._send(kind, args, timeout, source)
+
+    async def _send(self, kind: ToolKind, args: tuple[Any, ...], timeout: float, source: str) -> Any:  # noqa: ANN401
+        """`call` on the least busy worker, now."""
+        ray = require_ray()
 
         def fault(fault_kind: str, message: str) -> Exception:
             return kind.blame(source, args, fault_kind, message)

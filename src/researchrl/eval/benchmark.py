@@ -29,9 +29,11 @@ from researchrl.records import trajectory_record
 from researchrl.tools.base import Toolset
 from researchrl.tools.web_search import render_search_r1
 from researchrl.types import Question
+from researchrl.web.cache import endpoint_id
 from researchrl.web.redact import scrub
 
-RESUME_KEYS = ("data", "model", "protocol", "k", "temperature", "max_turns", "max_new_tokens", "search", "heldout")
+RESUME_KEYS = ("data", "model", "policy_endpoint", "policy_mode", "protocol", "k", "temperature", "max_turns",
+               "max_new_tokens", "search", "heldout")
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,23 @@ class EvalJob:
     rag_k: int = 5  # snippets the RAG baseline puts in the prompt
     heldout: int | None = None  # only the last N questions of the file (a training run's held-out set), before `limit`
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval --run: the run, phase and overrides
+    endpoint: str | None = None  # the policy's OpenAI-compatible base URL (--base-url; None: a model in this process)
+    tokenizer: str | None = None  # with an endpoint: the served model's tokenizer (--tokenizer), for completions mode
+
+    @property
+    def mode(self) -> str:
+        """How the policy is asked: local (a model in this process), chat, or completions (an endpoint and its tokenizer)."""
+        if self.endpoint is None:
+            return "local"
+        return "completions" if self.tokenizer else "chat"
 
     def settings(self) -> dict[str, Any]:
         """What eval_config.json records (no secret: URLs' passwords and keys redacted); RESUME_KEYS must match to resume."""
         return scrub({
             "data": str(self.data),
             "model": self.model,
+            "policy_endpoint": endpoint_id(self.endpoint) if self.endpoint else None,
+            "policy_mode": self.mode,
             "protocol": self.agent.protocol,
             "k": self.k,
             "temperature": self.agent.sampling.temperature,
@@ -91,12 +104,12 @@ def check_job(job: EvalJob) -> list[Question]:
         raise UserError(f"{job.data}: question ids repeat ({', '.join(duplicates[:3])}…): ids key the resumable records")
     saved = job.out / "eval_config.json"
     if saved.exists():
-        before = json.loads(saved.read_text())
-        changed = [key for key in RESUME_KEYS if before.get(key) != job.settings().get(key)]
+        before, now = json.loads(saved.read_text()), job.settings()
+        changed = [f"{key} {before.get(key)!r} there, {now.get(key)!r} now" for key in RESUME_KEYS
+                   if before.get(key) != now.get(key)]
         if changed:
             raise UserError(
-                f"{job.out} holds a different evaluation ({', '.join(f'{k}: {before.get(k)!r}' for k in changed)}); "
-                "use another --out to start a new one"
+                f"{job.out} holds a different evaluation ({'; '.join(changed)}); use another --out to start a new one"
             )
     return questions
 

@@ -31,6 +31,10 @@ def eval_command(
     search: str = typer.Option("serper", help=f"Search provider for --env web/replay: {' | '.join(SEARCH_NAMES[2:])}."),
     search_url: Optional[str] = options.SEARCH_URL,
     corpus: Optional[Path] = typer.Option(None, help="Corpus for --env local (default: the shared Wikipedia passages)."),
+    reader: str = options.READER,
+    reader_url: Optional[str] = options.READER_URL,
+    reader_model: str = options.READER_MODEL,
+    reader_max_tokens: Optional[int] = options.READER_MAX_TOKENS,
     web: str = options.WEB,
     cache: Optional[str] = options.CACHE,
     baseline: str = typer.Option("deepresearcher", help=f"What answers: {' | '.join(PROTOCOLS)} (cot: no tools; rag: top snippets in the prompt; no_browse: search only)."),
@@ -40,10 +44,12 @@ def eval_command(
     concurrency: int = typer.Option(16, min=1, help="Episodes in flight (a local model batches their turns)."),
     max_turns: int = options.MAX_TURNS,
     max_new_tokens: int = options.MAX_NEW_TOKENS,
+    max_context_tokens: Optional[int] = options.MAX_CONTEXT_TOKENS,
     rag_k: int = typer.Option(5, min=1, help="Snippets the rag baseline puts in the prompt."),
     judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint of the MBE judge (no judge: MBE is left empty)."),
     judge_model: str = typer.Option("gpt-4o-mini", help="Judge model (the paper's: gpt-4o-mini)."),
     judge_key_env: str = typer.Option("JUDGE_API_KEY", help="Environment variable holding the judge's key."),
+    judge_max_tokens: Optional[int] = typer.Option(None, min=1, help="Tokens per judge reply (default: no limit, as the paper)."),
     threads: Optional[int] = options.THREADS,
     executor: str = typer.Option("local", help="Where search/fetch/read calls run: local | ray (a pool of Ray tool workers)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address for --executor ray (default: start a local Ray)."),
@@ -58,7 +64,9 @@ def eval_command(
 
     values = {"env": env, "search": search, "search_url": search_url, "corpus": corpus, "web": web, "cache": cache,
               "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers, "baseline": baseline,
-              "max_turns": max_turns, "max_new_tokens": max_new_tokens, "temperature": temperature}
+              "max_turns": max_turns, "max_new_tokens": max_new_tokens, "max_context_tokens": max_context_tokens,
+              "temperature": temperature, "reader": reader,
+              "reader_url": reader_url, "reader_model": reader_model, "reader_max_tokens": reader_max_tokens}
     typed = applied(ctx, [*values, "model"], over_base=run is not None or config is not None)
     with options.exit_on_known():
         if env not in ENVS:
@@ -80,9 +88,10 @@ def eval_command(
             out = run / f"eval-{phase}"
         job = EvalJob(data=data, out=out, model=chosen.model, agent=chosen.agent, env=chosen.env, k=k, limit=limit,
                       concurrency=concurrency, rag_k=rag_k, heldout=heldout,
-                      provenance={"run": str(run), "phase": phase, "overrides": chosen.overrides} if run else {})
+                      provenance={"run": str(run), "phase": phase, "overrides": chosen.overrides} if run else {},
+                      endpoint=base_url or None, tokenizer=tokenizer)
         check_job(job)  # report a bad flag or file before loading a model
-        rows, spend = asyncio.run(_run(job, base_url, api_key_env, tokenizer, threads, judge_url, judge_model, judge_key_env))
+        rows, spend = asyncio.run(_run(job, api_key_env, threads, judge_url, judge_model, judge_key_env, judge_max_tokens))
     from researchrl.display import web_summary
     from researchrl.eval.tables import reference_for, render_console_table
 
@@ -93,6 +102,7 @@ def eval_command(
 
 def _settings(values: dict[str, Any], typed: set[str]) -> dict[str, Any]:
     """The flags the user gave as dotted settings (`--env` picks the search backend, its corpus or replay)."""
+    from researchrl.resolve import AGENT_FLAGS, READER_FLAGS
     from researchrl.sandbox.config import shared_data_dir
 
     out: dict[str, Any] = {}
@@ -112,14 +122,12 @@ def _settings(values: dict[str, Any], typed: set[str]) -> dict[str, Any]:
             out[f"env.{name}"] = values[name]
     if values["env"] == "replay" and "env" in typed:
         out["env.web"] = "replay"
-    from researchrl.resolve import AGENT_FLAGS
-
-    agent = {"baseline": "agent.protocol", **AGENT_FLAGS}
-    out.update({key: values[name] for name, key in agent.items() if name in typed})
+    flags = {"baseline": "agent.protocol", **AGENT_FLAGS, **READER_FLAGS}
+    out.update({key: values[name] for name, key in flags.items() if name in typed and values[name] is not None})
     return out
 
 
-async def _run(job, base_url, api_key_env, tokenizer, threads, judge_url, judge_model, judge_key_env):  # noqa: ANN001, ANN202
+async def _run(job, api_key_env, threads, judge_url, judge_model, judge_key_env, judge_max_tokens):  # noqa: ANN001, ANN202
     """Load the policy (and judge), run the benchmark with a progress bar, close everything."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -127,8 +135,8 @@ async def _run(job, base_url, api_key_env, tokenizer, threads, judge_url, judge_
     from researchrl.eval.benchmark import run_benchmark
     from researchrl.eval.judge import Judge
 
-    policy = _policy(job.model, base_url, api_key_env, tokenizer, threads, max_batch=job.concurrency)
-    judge = Judge(judge_url, judge_model, api_key_env=judge_key_env) if judge_url else None
+    policy = _policy(job.model, job.endpoint, api_key_env, job.tokenizer, threads, max_batch=job.concurrency)
+    judge = Judge(judge_url, judge_model, api_key_env=judge_key_env, max_tokens=judge_max_tokens) if judge_url else None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns) as progress:

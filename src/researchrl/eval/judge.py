@@ -109,6 +109,7 @@ class Judge:
     temperature: float = 0.0
     timeout: float = 60.0  # seconds for one whole request
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_tokens: int | None = None  # tokens per verdict reply (official: no limit)
     parse_attempts: int = 2  # calls in all when replies hold no readable judgement
     store: Store | None = None  # verdict cache; owned by the caller
     concurrency: int = 16
@@ -117,8 +118,8 @@ class Judge:
     _rng: random.Random = field(init=False, repr=False, default_factory=random.Random)
 
     def __post_init__(self) -> None:
-        if self.parse_attempts < 1 or self.concurrency < 1 or self.retry.attempts < 1:
-            raise ValueError("Judge needs parse_attempts, concurrency and retry.attempts >= 1")
+        if self.parse_attempts < 1 or self.concurrency < 1 or self.retry.attempts < 1 or (self.max_tokens or 1) < 1:
+            raise ValueError("Judge needs parse_attempts, concurrency, retry.attempts and max_tokens (when set) >= 1")
         self._client = openai_client(self.base_url, self.api_key_env, self.timeout)
         self._slots = asyncio.Semaphore(self.concurrency)
 
@@ -127,6 +128,7 @@ class Judge:
         return {
             "model": self.model,
             "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
             "prompt": "DeepResearcher paper appendix A.2",
             "prompt_sha256": JUDGE_PROMPT_SHA,
         }
@@ -166,7 +168,7 @@ class Judge:
             try:
                 return await complete(
                     self._client, self.model, messages, temperature=self.temperature, timeout=self.timeout,
-                    retry=self.retry, rng=self._rng,
+                    retry=self.retry, max_tokens=self.max_tokens, rng=self._rng,
                 )
             except ChatError as err:
                 failure = err

@@ -2,7 +2,8 @@
 
 Input: eval records (dicts, one per sampled episode) with `source`, `question_id`, `sample` (0..k-1), `f1`,
 `em`, `format_ok`, `mbe` (1.0 / 0.0 / None when not judged), `judge` (the verdict as a dict, or None when no
-judge ran: `Verdict.record_fields()`), `tool_calls` (list), `turns` (list) and `completion_tokens`.
+judge ran: `Verdict.record_fields()`), `tool_calls` (list), `turns` (list) and `completion_tokens`; each row's
+research behaviour comes from the records' turns (`eval.behaviour`).
 Metric rules (the paper's offline evaluation): a format failure scores F1 = EM = MBE = 0, not the training
 penalty −1; MBE is averaged over judged samples only, and judge errors are counted beside it.
 Every rate is a fraction in [0, 1]; the markdown and console tables show percentages, as the paper does.
@@ -20,6 +21,7 @@ from typing import Any
 
 from rich.table import Table
 
+from researchrl.eval.behaviour import summarize as summarize_behaviour
 from researchrl.web.redact import scrub
 
 ALL = "all"
@@ -135,7 +137,8 @@ class TableRow:
     format_error_rate: float
     mean_turns: float
     mean_tool_calls: float
-    mean_completion_tokens: float
+    mean_completion_tokens: float | None  # None when no record had a count (a chat endpoint that gave no usage)
+    behaviour: dict[str, float]  # eval.behaviour.summarize over the samples, under metrics.jsonl's names
 
     def as_dict(self) -> dict[str, Any]:
         """For tables.json."""
@@ -170,7 +173,8 @@ def _row(source: str, records: list[dict[str, Any]]) -> TableRow:
         format_error_rate=sum(not r["format_ok"] for r in records) / n,
         mean_turns=sum(len(r["turns"]) for r in records) / n,
         mean_tool_calls=sum(len(r["tool_calls"]) for r in records) / n,
-        mean_completion_tokens=sum(r["completion_tokens"] for r in records) / n,
+        mean_completion_tokens=_mean([r["completion_tokens"] for r in records if r.get("completion_tokens") is not None]),
+        behaviour=summarize_behaviour(records),
     )
 
 
@@ -258,8 +262,20 @@ def _cells(row: TableRow) -> list[str]:
     return [
         _label(row.source), str(row.questions), str(row.samples), _pct(row.f1), _pct(row.em), _pct(row.mbe),
         str(row.judge_errors), _pct(row.pass_em), _pct(row.pass_mbe), _pct(row.format_error_rate),
-        f"{row.mean_turns:.2f}", f"{row.mean_tool_calls:.2f}", f"{row.mean_completion_tokens:.0f}",
+        f"{row.mean_turns:.2f}", f"{row.mean_tool_calls:.2f}", "—" if row.mean_completion_tokens is None else f"{row.mean_completion_tokens:.0f}",
     ]
+
+
+_BEHAVIOUR = (("queries", "queries"), ("bridge", "bridge_rate"), ("search after browse", "iterative_rate"),
+              ("sources", "sources"), ("cross-checked", "cross_checked_rate"), ("reflection", "reflection_rate"),
+              ("grounded", "grounded_rate"), ("unsupported", "unsupported_rate"), ("honest", "honest_rate"),
+              ("confident wrong", "confident_wrong_rate"), ("planned", "planning_rate"))  # (header, behaviour/ key)
+
+
+def _behaviour_cell(row: TableRow, key: str) -> str:
+    """A behaviour figure as tables.md shows it: rates in %, means per sample with two decimals."""
+    value = row.behaviour[f"behaviour/{key}"]
+    return _pct(value) if key.endswith("_rate") else f"{value:.2f}"
 
 
 def render_markdown(
@@ -274,6 +290,10 @@ def render_markdown(
         lines += ["Judge: none (MBE not measured)", ""]
     lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    lines += ["", "## Research behaviour (means per sample; rates in %)", "",
+              "| source | " + " | ".join(header for header, _ in _BEHAVIOUR) + " |", "|" + "---|" * (len(_BEHAVIOUR) + 1)]
+    for row in rows:
+        lines.append("| " + " | ".join([_label(row.source), *(_behaviour_cell(row, key) for _, key in _BEHAVIOUR)]) + " |")
     if reference:
         lines += ["", "## Published figures (%)", "", "| method | source | F1 | MBE | from |", "|---|---|---|---|---|"]
         for ref in reference:

@@ -46,6 +46,12 @@ class Sample:
     logprobs: list[float | None] | None
     text: str
     finish_reason: FinishReason
+    exact: bool = True  # the ids are the ones sampled (False: re-encoded text, or a chat endpoint's UTF-8 bytes)
+    usage: tuple[int, int] | None = None  # (prompt, completion) tokens as the server counted them, when it said
+
+
+class ContextOverflow(Exception):
+    """The context has no room for another turn (the server refused it as too long): the episode ends, not the run."""
 
 
 class ChatTokenizer(Protocol):

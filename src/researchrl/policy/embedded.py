@@ -114,19 +114,36 @@ def resolve_model_path(name: str) -> str:
     return str(embedded_checkpoint()) if name in EMBEDDED_NAMES else name
 
 
-def check_model(name: str) -> str:
+def check_model(name: str, what: str = "model") -> str:
     """The resolved model path; a path to a directory that does not exist is a UserError before anything loads."""
     path = resolve_model_path(name)
     if path.startswith(("/", "./", "../")) and not Path(path).is_dir():
-        raise UserError(f"cannot load model {name!r}: no such directory (a model is a directory or a hub id)")
+        problem = "a file, not a directory" if Path(path).exists() else "no such directory"
+        raise UserError(f"cannot load {what} {name!r}: {problem} (a {what} is a directory or a hub id)")
     return path
 
 
-def from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
-    """`loader.from_pretrained` on a resolved name; a missing path or unreachable hub id is one clear error."""
-    path = check_model(name)
+def from_pretrained(loader: Any, name: str, what: str = "model", **kwargs: Any) -> Any:
+    """`loader.from_pretrained` on a resolved name; a bad path or a hub id out of reach is one line naming `what`."""
+    path = check_model(name, what)
     try:
         return loader.from_pretrained(path, **kwargs)
-    except OSError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load model {name!r}: {reason}") from None
+    except (OSError, ValueError) as err:  # ValueError: a directory transformers cannot make a tokenizer of
+        failure = UserError(f"cannot load {what} {name!r}: {_load_failure(path, what, err)}")
+    raise failure
+
+
+def _load_failure(path: str, what: str, err: Exception) -> str:
+    """Why `path` did not load, in one line: a directory without the files, or a hub id neither cached nor reachable."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    reason = str(err).strip().splitlines()[0].strip().rstrip(":") if str(err).strip() else type(err).__name__
+    if Path(path).is_dir():
+        return f"the directory holds no {what} transformers can load: {reason}"
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, LocalEntryNotFoundError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        return ("no such local directory, not in the Hugging Face cache, and the hub is not reachable (offline?): "
+                "give a directory, or download it first")
+    return reason

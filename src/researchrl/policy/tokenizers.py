@@ -8,6 +8,15 @@ from researchrl.policy.base import Message
 from researchrl.prompts import tools_block
 
 
+def load_tokenizer(name: str) -> Any:
+    """A transformers tokenizer by path, hub id or "embedded"; offline, so a missing one is a one-line UserError."""
+    from transformers import AutoTokenizer
+
+    from researchrl.policy.embedded import from_pretrained
+
+    return from_pretrained(AutoTokenizer, name, what="tokenizer")
+
+
 class HFChatTokenizer:
     """A transformers tokenizer; templates without tool support get the Qwen2.5 tool block in the system text."""
 

@@ -43,6 +43,9 @@ CURVES = (
     Curve("KL to reference", "kl"),
     Curve("rollout tokens / second", "tokens_per_second/rollout"),
     Curve("seconds / step", "seconds/step"),
+    Curve("search queries per episode", "behaviour/queries"),
+    Curve("episodes with a bridge query", "behaviour/bridge_rate"),
+    Curve("answers grounded in what was read", "behaviour/grounded_rate"),
 )
 
 

@@ -1,4 +1,5 @@
-"""One self-contained HTML page for a run directory: header, training curves, evaluation tables, trajectories.
+"""One self-contained HTML page for a run directory: header, training curves, evaluation tables, research behaviour
+per trajectory file, trajectories.
 
 Every string taken from the run is redacted and escaped (trajectories hold model output and web text). The page
 loads nothing from the network: CSS, SVG charts and a little JS (filters, expand all) are inline, and it reads fine
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from researchrl.errors import UserError
+from researchrl.eval.behaviour import TAGS, aggregate, behaviour
 from researchrl.report.charts import line_chart, phase_chart, timing_rows, training_series
 from researchrl.report.style import PAGE_CSS, PAGE_JS
 from researchrl.web.redact import scrub
@@ -71,7 +74,7 @@ def build_report(run_dir: Path, max_trajectories: int = MAX_TRAJECTORIES) -> str
     """The whole page as one string; RunDirError when `run_dir` holds none of a run's files or a malformed one."""
     run = read_run(Path(run_dir))
     shown = _spread(run.trajectory_files, max_trajectories)
-    body = [_header(run), _curves(run), _evaluation(run), _trajectories(run, shown, max_trajectories)]
+    body = [_header(run), _curves(run), _evaluation(run), _behaviour(run), _trajectories(run, shown, max_trajectories)]
     name = escape(run.dir.name)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -128,21 +131,25 @@ def read_run(run_dir: Path) -> RunFiles:
 
 def read_jsonl(path: Path, keep: set[int] | None = None) -> list[dict[str, Any]]:
     """Records of a JSONL (only the `keep` indices when given), redacted; a final line still being written is ignored."""
+    return [scrub(row) for row in iter_jsonl(path, keep)]  # files written before redaction, or by hand
+
+
+def iter_jsonl(path: Path, keep: set[int] | None = None) -> Iterator[dict[str, Any]]:
+    """`read_jsonl` one record at a time and unredacted, for figures computed over a whole (possibly large) file."""
     if not path.exists():
-        return []
-    rows, index = [], 0
+        return
+    index = 0
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
             if keep is None or index in keep:
                 try:
-                    rows.append(scrub(json.loads(line)))  # files written before redaction, or by hand
+                    yield json.loads(line)
                 except json.JSONDecodeError as err:
                     if line.endswith("\n"):
                         raise RunDirError(f"{path}:{number} is not valid JSON: {err}") from None
             index += 1
-    return rows
 
 
 def _read_json(path: Path, default: dict[str, Any]) -> dict[str, Any]:
@@ -214,7 +221,8 @@ def _header(run: RunFiles) -> str:
     config = "".join(f"<tr><th>{escape(k)}</th><td>{escape(_show_config(k, v))}</td></tr>" for k, v in run.config.items())
     full = (f'<details class="config"><summary>full config ({len(run.config)} keys)</summary>'
             f"<table>{config}</table></details>") if run.config else '<p class="missing">no config.json</p>'
-    nav = '<nav><a href="#curves">curves</a><a href="#evaluation">evaluation</a><a href="#trajectories">trajectories</a></nav>'
+    nav = ('<nav><a href="#curves">curves</a><a href="#evaluation">evaluation</a><a href="#behaviour">behaviour</a>'
+           '<a href="#trajectories">trajectories</a></nav>')
     return (f'<header><h1>researchrl report <span class="run-name">{escape(run.dir.name)}</span></h1>'
             f'<p class="path">{escape(str(run.dir))}</p>{nav}<div class="facts-grid">{grid}</div>{full}</header>')
 
@@ -252,19 +260,36 @@ def _evaluation(run: RunFiles) -> str:
     if not run.phases and not run.evals:
         parts.append('<p class="missing">No evaluation yet: no eval.json and no eval directory with tables.json.</p>')
     if run.phases:
-        rows = [{"phase": phase, **summary} for phase, summary in run.phases.items()]
+        rows = [{"phase": phase, **{k: v for k, v in summary.items() if not k.startswith("behaviour/")}}
+                for phase, summary in run.phases.items()]  # behaviour: its own panel, from the phases' records
         parts.append("<h3>Held-out evaluation by phase <small>eval.json</small></h3>")
         parts.append(_table(rows, "eval-phases"))
     for ev in run.evals:
         judge = ", ".join(f"{k} {v}" for k, v in (ev.judge or {}).items()) or "none (MBE = EM)"
         parts.append(f'<h3>Eval <code>{escape(ev.name)}</code></h3><p class="meta">k = {escape(str(ev.k))} · '
                      f"judge: {escape(judge)}</p>")
-        parts.append(_table(ev.rows, "eval-rows") if ev.rows else '<p class="missing">tables.json has no rows yet.</p>')
+        rows = [{k: v for k, v in row.items() if k != "behaviour"} for row in ev.rows]  # shown in the behaviour panel
+        parts.append(_table(rows, "eval-rows") if rows else '<p class="missing">tables.json has no rows yet.</p>')
         if ev.reference:
             parts.append('<p class="meta">Published reference numbers, not produced by this run:</p>')
             parts.append(_table(ev.reference, "reference"))
     parts.append("</section>")
     return "".join(parts)
+
+
+def _behaviour(run: RunFiles) -> str:
+    """Research behaviour (`eval.behaviour`) of every trajectory file, over all its records, not only those shown."""
+    rows = []
+    for f in run.trajectory_files:
+        found = [behaviour(record) for record in iter_jsonl(f.path)]
+        if found:
+            summary = {k.removeprefix("behaviour/"): v for k, v in aggregate(found).items()}
+            rows.append({"file": f.label, "episodes": len(found), **summary})
+    body = (_table(rows, "behaviour") + '<p class="meta">Means per episode; rates of episodes, except cross_checked, '
+            "grounded, unsupported and gold_unseen (of answered episodes), honest and confident_wrong (of answered "
+            "episodes whose gold no observation held) and reflection (of failed browses). Rules: "
+            "<code>researchrl.eval.behaviour</code>.</p>") if rows else '<p class="missing">No trajectories yet.</p>'
+    return f'<section id="behaviour"><h2>Research behaviour</h2>{body}</section>'
 
 
 def _table(rows: list[dict[str, Any]], kind: str) -> str:
@@ -299,14 +324,14 @@ def _trajectories(run: RunFiles, shown: list[tuple[TrajectoryFile, list[dict[str
     parts.append(f'<p class="meta">Showing {count} of {total} trajectories{capped}. {files}.</p>')
     steps = sorted({r["step"] for _, records in shown for r in records if isinstance(r.get("step"), int)})
     outcomes = sorted({str(r.get("termination")) for _, records in shown for r in records})
-    parts.append(_filters([f.label for f, _ in shown], steps, outcomes))
+    parts.append(_filters([f.label for f, _ in shown], steps, outcomes, list(TAGS.items())))
     for f, records in shown:
         parts.extend(_trajectory(record, f) for record in records)
     parts.append("</section>")
     return "".join(parts)
 
 
-def _filters(labels: list[str], steps: list[int], outcomes: list[str]) -> str:
+def _filters(labels: list[str], steps: list[int], outcomes: list[str], behaviours: list[tuple[str, str]]) -> str:
     """Select boxes the inline script wires up; hidden until it runs, so a page without JS shows no dead controls."""
     def select(name: str, title: str, options: list[tuple[str, str]]) -> str:
         opts = "".join(f'<option value="{escape(v)}">{escape(t)}</option>' for v, t in options)
@@ -315,6 +340,7 @@ def _filters(labels: list[str], steps: list[int], outcomes: list[str]) -> str:
     outcome_options = [("positive", "reward > 0"), ("nonpositive", "reward ≤ 0")] + [(o, o) for o in outcomes]
     return ('<div id="filters" class="filters" hidden>' + select("set", "file", [(x, x) for x in labels])
             + select("step", "step", [(str(s), str(s)) for s in steps]) + select("outcome", "outcome", outcome_options)
+            + select("behaviour", "behaviour", behaviours)
             + '<button type="button" id="expand-all">expand all</button>'
             '<button type="button" id="collapse-all">collapse all</button><span id="f-count"></span></div>')
 
@@ -338,6 +364,8 @@ def _trajectory(record: dict[str, Any], source: TrajectoryFile) -> str:
              ("tool errors", ", ".join(map(str, record.get("tool_errors") or [])) or "none")]
     if record.get("format_error"):
         facts.append(("format error", str(record["format_error"])))
+    tags = behaviour(record).tags()
+    facts.append(("behaviour", ", ".join(TAGS[t] for t in tags) or "none of those measured"))
     verdict = record.get("judge")
     if isinstance(verdict, dict):
         said = {True: "correct", False: "wrong", None: "undecided"}.get(verdict.get("correct"), str(verdict.get("correct")))
@@ -346,7 +374,8 @@ def _trajectory(record: dict[str, Any], source: TrajectoryFile) -> str:
     dl = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
     turns = "".join(_turn(n, turn, source) for n, turn in enumerate(record.get("turns") or [], 1))
     data = (f'data-set="{escape(source.label)}" data-step="{escape(str(step if step is not None else ""))}" '
-            f'data-reward="{escape(repr(reward))}" data-outcome="{escape(termination)}"')
+            f'data-reward="{escape(repr(reward))}" data-outcome="{escape(termination)}" '
+            f'data-behaviour="{" ".join(tags)}"')
     return (f'<details class="traj" {data}><summary>{"".join(badges)}'
             f'<span class="question">{escape(str(record.get("question", "")))}</span></summary>'
             f'<div class="traj-body"><dl class="facts">{dl}</dl><ol class="turns">{turns}</ol></div></details>')

@@ -77,6 +77,7 @@ PAGE_JS = """
         if (value === 'positive') { return r > 0; }
         if (value === 'nonpositive') { return !(r > 0); }
       }
+      if (name === 'behaviour') { return (' ' + d.dataset.behaviour + ' ').indexOf(' ' + value + ' ') >= 0; }
       return d.dataset[name] === value;
     };
     var apply = function () {

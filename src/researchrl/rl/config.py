@@ -23,7 +23,7 @@ PRESETS = ("cpu", "paper", "paper-mini")
 # what may change when a run resumes: spend, pacing and where work runs; never what defines the experiment
 SAFE_ON_RESUME = frozenset({
     "threads", "max_steps", "save_steps", "env.step_budget_usd", "env.run_budget_usd", "env.search_qps",
-    "env.executor", "env.ray_address", "env.ray_workers", "env.cache",
+    "env.executor", "env.ray_address", "env.ray_workers", "env.cache", "env.extract_workers",
 })
 
 

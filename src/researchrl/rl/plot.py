@@ -1,4 +1,5 @@
-"""One PNG of a run's curves: reward, format-error rate and turns per GRPO step, and where each step's seconds went."""
+"""One PNG of a run's curves: reward, format-error rate and turns per GRPO step, where each step's seconds went, and
+the rollouts' research behaviour (`eval.behaviour`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import json
 from pathlib import Path
 
 from researchrl.report.charts import PHASES, step_phases
+
+BEHAVIOUR_LINES = (("bridge query", "behaviour/bridge_rate"), ("search after browse", "behaviour/iterative_rate"),
+                   ("grounded answer", "behaviour/grounded_rate"), ("planned", "behaviour/planning_rate"))
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -16,8 +20,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_run(metrics: Path, out: Path) -> Path:
-    """Draw the three curves (matplotlib, headless), and a fourth panel of stacked seconds per phase when the steps
-    logged the rollout's time/ keys; a run with no steps yet gets empty axes, not an error."""
+    """Draw the three curves (matplotlib, headless), a panel of stacked seconds per phase when the steps logged the
+    rollout's time/ keys and one of behaviour rates when they logged those; a run with no steps yet gets empty axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,7 +35,8 @@ def plot_run(metrics: Path, out: Path) -> Path:
         ("turns (mean)", [r.get("rewards/turns/mean") for r in rows]),
     ]
     timed = [(r["step"], parts) for r in rows if (parts := step_phases(r)) is not None]
-    fig, axes = plt.subplots(1, 3 + bool(timed), figsize=(12 + 5.5 * bool(timed), 3.2))
+    behaved = any(key in r for r in rows for _, key in BEHAVIOUR_LINES)
+    fig, axes = plt.subplots(1, 3 + bool(timed) + behaved, figsize=(12 + 5.5 * bool(timed) + 5 * behaved, 3.2))
     for ax, (title, values) in zip(axes, series):
         points = [(s, v) for s, v in zip(steps, values) if v is not None]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
@@ -40,6 +45,8 @@ def plot_run(metrics: Path, out: Path) -> Path:
         ax.grid(alpha=0.3)
     if timed:
         _phase_bars(axes[3], timed)
+    if behaved:
+        _behaviour_lines(axes[-1], rows)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -58,3 +65,15 @@ def _phase_bars(ax, timed: list[tuple[int, dict[str, float]]]) -> None:  # noqa:
     ax.set_xlabel("GRPO step")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(alpha=0.3, axis="y")
+
+
+def _behaviour_lines(ax, rows: list[dict]) -> None:  # noqa: ANN001
+    """Shares of each step's rollouts showing a behaviour (grounding: of answered ones), one line each, 0 to 1."""
+    for label, key in BEHAVIOUR_LINES:
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("research behaviour")
+    ax.set_xlabel("GRPO step")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(alpha=0.3)

@@ -18,7 +18,8 @@ record naming its `rank` and `sample`.
 
 The step's stats say where the rollout's seconds went (`timing`: wall time with generation in flight, with tool
 calls in flight, both, per tool; the rest is rendering, tokenizing and scoring), from the slowest process: the step waits for it.
-They reach metrics.jsonl with the other stats (`last_stats`).
+They reach metrics.jsonl with the other stats (`last_stats`), among them the batch's research behaviour
+(`eval.behaviour`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 
 from researchrl.agent.loop import AgentConfig
 from researchrl.environment import RunningEnvironment
+from researchrl.eval import behaviour
 from researchrl.policy.base import Policy
 from researchrl.records import trajectory_record
 from researchrl.rl import ranks
@@ -105,10 +107,10 @@ class Share:
 
 
 def vllm_policy(endpoint: Endpoint, tokenizer: Any) -> Policy:
-    """vLLM speaks OpenAI's /v1/completions with token ids: our completions-mode policy, per turn."""
+    """vLLM speaks OpenAI's /v1/completions with token ids: our completions-mode policy, per turn, refusing inexact ids."""
     from researchrl.policy.openai import OpenAIPolicy
 
-    return OpenAIPolicy(f"{endpoint.url}/v1", endpoint.model, tokenizer=tokenizer)
+    return OpenAIPolicy(f"{endpoint.url}/v1", endpoint.model, tokenizer=tokenizer, require_exact=True)
 
 
 def to_trl(trajectories: list[Trajectory]) -> dict[str, list[Any]]:
@@ -204,7 +206,8 @@ class Rollout:
         """Stats over every process's episodes; main appends one JSON line per trajectory, numbered as it was seeded."""
         records = [r for share in shares for r in share.records]
         self.last_seconds = max(share.seconds for share in shares)
-        self.last_stats = {**batch_stats(records, self.last_seconds), **web_totals([share.web for share in shares])}
+        self.last_stats = {**batch_stats(records, self.last_seconds), **behaviour.summarize(records),
+                           **web_totals([share.web for share in shares])}
         self.last_stats.update(max(shares, key=lambda share: share.seconds).timing)
         if self.vllm is not None:
             self.last_stats.update(self.vllm.stats)

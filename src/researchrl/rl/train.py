@@ -2,7 +2,7 @@
 
 A run directory holds everything: config.toml (resolved; `--resume` and `eval --run` reload it), sft/ (warm-up
 data and model), grpo/ (TRL checkpoints, final model), trajectories.jsonl (every GRPO rollout), metrics.jsonl
-(every step), ledger.json (web spend), eval.json (held-out results before / after the warm-up / after GRPO),
+(every step), ledger.json (web spend), eval.json (held-out scores and behaviour before / after warm-up / GRPO),
 eval_<phase>.jsonl (held-out trajectories), curves.png. A run stopped at any point, a kill included, resumes with
 `--resume RUN_DIR`: finished phases are skipped, GRPO continues from its newest complete checkpoint (`checkpoints`;
 log lines of later steps are dropped, as those steps run again), and a raised max_steps trains a finished run on.
@@ -27,8 +27,9 @@ from researchrl.atomic import remove_dir, replacing, write_text
 from researchrl.data.load import load_questions
 from researchrl.environment import EnvConfig, RunningEnvironment
 from researchrl.errors import ConfigError, UserError
+from researchrl.eval import behaviour
 from researchrl.eval.runner import evaluate
-from researchrl.records import write_records
+from researchrl.records import trajectory_record, write_records
 from researchrl.rl import ranks
 from researchrl.rl.checkpoints import export_model, resumable
 from researchrl.rl.config import TrainConfig
@@ -109,7 +110,8 @@ class Run:
                 env.loop.run(policy.aclose())
             with replacing(self.dir / f"eval_{phase}.jsonl") as records:
                 write_records(records, trajectories, append=False, phase=phase)
-            self.results[phase] = {**summary.as_dict(), "seconds": round(time.perf_counter() - started, 1)}
+            behaved = behaviour.summarize(trajectory_record(t) for t in trajectories)
+            self.results[phase] = {**summary.as_dict(), **behaved, "seconds": round(time.perf_counter() - started, 1)}
             write_text(self.eval_path, json.dumps(self.results, indent=2))
             self.save_ledger(env)
             self.say(f"eval {phase}: reward {summary.reward:.3f}, f1 {summary.f1:.3f}, format errors "

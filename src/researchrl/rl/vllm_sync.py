@@ -87,16 +87,41 @@ def check_vllm(cfg: TrainConfig) -> None:
     try:
         with http(url) as client:
             client.get(f"{url}/health", timeout=10.0).raise_for_status()
-            if cuda():
-                return  # TRL's `trl vllm-serve`: TRL's client checks it
-            status = client.post(f"{url}/collective_rpc", json={"method": "researchrl_ready"}, timeout=30.0).status_code
     except httpx.HTTPError as err:
         raise ConfigError(f"vllm_server_base_url {url} does not answer /health: {err}") from None
+    if cuda():
+        return  # TRL's `trl vllm-serve`: TRL's client checks it
+    check_sampled_ids(url)
+    try:
+        with http(url) as client:
+            status = client.post(f"{url}/collective_rpc", json={"method": "researchrl_ready"}, timeout=30.0).status_code
+    except httpx.HTTPError as err:
+        raise ConfigError(f"vllm_server_base_url {url} does not answer /collective_rpc: {err}") from None
     if status != 200:
         raise ConfigError(
             f"the vLLM server at {url} cannot take researchrl's CPU weight sync (/collective_rpc answered {status}): "
             "start it with VLLM_SERVER_DEV_MODE=1 and --worker-extension-cls researchrl_vllm_ext.ExactReload "
             "(README 'Scale out'), or use vllm = \"managed\""
+        )
+
+
+def check_sampled_ids(url: str) -> None:
+    """Refuse, in one line, a server whose completions carry no sampled token ids: GRPO would train on guesses."""
+    from researchrl.policy.openai import EXACT_IDS
+    from researchrl.policy.wire import sampled_tokens, server_shape
+
+    try:
+        body = {"model": served_model(url), "prompt": [0, 1, 2], "max_tokens": 2, "logprobs": 1, "temperature": 0, **EXACT_IDS}
+        with http(url) as client:
+            response = client.post(f"{url}/v1/completions", json=body, timeout=60.0)
+        response.raise_for_status()
+        choice = response.json()["choices"][0]
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise ConfigError(f"the server at {url} did not answer a token-id completion: {err}") from None
+    if sampled_tokens(choice, {}) is None:
+        raise ConfigError(
+            f"the server at {url} returns no sampled token ids ({server_shape(choice)}): training needs the ids it "
+            "sampled, not a re-encoding of its text; serve the policy with vLLM or llama.cpp (README 'Servers')"
         )
 
 

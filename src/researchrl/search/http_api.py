@@ -29,6 +29,7 @@ from researchrl.types import SearchResult
 from researchrl.web.cache import endpoint_id
 from researchrl.web.redact import excerpt, redact, register
 from researchrl.web.retry import RetryableError, RetryPolicy, retry_after_seconds, with_retries
+from researchrl.web.transport import ShardedTransport
 
 MAX_IN_FLIGHT = 100  # requests in flight per client (httpx's default pool size); more callers queue fairly
 
@@ -54,8 +55,8 @@ class HttpSearchApi:
         self._secret = secret
         register(secret)  # every message, log and file of this process masks it from now on
         self._owns_client = client is None
-        limits = httpx.Limits(max_connections=MAX_IN_FLIGHT)
-        self._client = client if client is not None else httpx.AsyncClient(timeout=self._timeout, limits=limits)
+        transport = ShardedTransport(MAX_IN_FLIGHT) if client is None else None
+        self._client = client if client is not None else httpx.AsyncClient(timeout=self._timeout, transport=transport)
         # Requests wait here, not in httpx's pool: its queue is scanned per event (quadratic at thousands queued).
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
 

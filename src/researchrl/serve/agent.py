@@ -41,7 +41,7 @@ from researchrl.serve.shapes import (
     outcome,
     parse_request,
     turn_events,
-    usage,
+    usage_chunk,
 )
 from researchrl.tools.base import Toolset
 from researchrl.types import Question, Trajectory, Turn
@@ -255,8 +255,7 @@ async def _stream(service: AgentService, parsed: ChatRequest, ident: str) -> Res
             finish = FINISH.get(trajectory.termination, "stop")
             queue.put_nowait(chunk(ident, model, {}, {"event": "done", **outcome(trajectory, spent, seconds)}, finish))
             if parsed.include_usage:
-                queue.put_nowait({"id": ident, "object": "chat.completion.chunk", "created": int(time.time()),
-                                  "model": model, "choices": [], "usage": usage(trajectory)})
+                queue.put_nowait(usage_chunk(ident, model, trajectory))
         except ApiError as err:
             queue.put_nowait(err.body)
         except Exception as err:  # noqa: BLE001 - as in the non-streaming path: the error is the stream's last event

@@ -33,11 +33,13 @@ def agent_command(
     reader: str = options.READER,
     reader_url: Optional[str] = options.READER_URL,
     reader_model: str = options.READER_MODEL,
+    reader_max_tokens: Optional[int] = options.READER_MAX_TOKENS,
     web: str = options.WEB,
     cache: Optional[str] = options.CACHE,
     protocol: str = options.PROTOCOL,
     max_turns: int = typer.Option(10, min=1, help="Turn budget, and the most a request's `max_turns` may ask (paper: 10)."),
     max_new_tokens: int = typer.Option(512, min=1, help="Tokens per policy turn, and the most a request's `max_tokens` may ask."),
+    max_context_tokens: Optional[int] = options.MAX_CONTEXT_TOKENS,
     temperature: float = typer.Option(0.0, min=0.0, help="Sampling temperature when a request names none (0 = greedy)."),
     threads: Optional[int] = options.THREADS,
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback only unless you say otherwise)."),
@@ -57,8 +59,9 @@ def agent_command(
     from researchrl.web.redact import secret_env
 
     values = {"search": search, "search_url": search_url, "corpus": corpus, "reader": reader, "reader_url": reader_url,
-              "reader_model": reader_model, "web": web, "cache": cache, "protocol": protocol, "max_turns": max_turns,
-              "max_new_tokens": max_new_tokens, "temperature": temperature}
+              "reader_model": reader_model, "reader_max_tokens": reader_max_tokens, "web": web, "cache": cache,
+              "protocol": protocol, "max_turns": max_turns, "max_new_tokens": max_new_tokens, "max_context_tokens": max_context_tokens,
+              "temperature": temperature}
     with options.exit_on_known():
         if protocol not in ("deepresearcher", "search_r1"):
             raise ConfigError(f"--protocol must be deepresearcher or search_r1, not {protocol!r}")

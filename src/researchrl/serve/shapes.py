@@ -109,9 +109,9 @@ def parse_request(body: Any, agent: AgentConfig, model: str) -> ChatRequest:  # 
 
 
 def usage(trajectory: Trajectory) -> dict[str, int]:
-    """Policy tokens: what it read (prompt and observations) and what it sampled."""
-    sampled = sum(trajectory.mask)
-    read = len(trajectory.prompt_ids) + len(trajectory.completion_ids) - sampled
+    """Policy tokens: what it read (prompt and observations) and what it sampled; zeros when its server never said."""
+    prompt, completion, sampled = trajectory.token_counts() or (0, 0, 0)
+    read = prompt + completion - sampled
     return {"prompt_tokens": read, "completion_tokens": sampled, "total_tokens": read + sampled}
 
 
@@ -157,6 +157,12 @@ def chunk(ident: str, model: str, delta: dict[str, Any], event: dict[str, Any] |
     if event is not None:
         out["researchrl"] = event
     return out
+
+
+def usage_chunk(ident: str, model: str, trajectory: Trajectory) -> dict[str, Any]:
+    """The last chunk when the client asked for usage (`stream_options.include_usage`): no choices, the counts."""
+    return {"id": ident, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+            "choices": [], "usage": usage(trajectory)}
 
 
 def thinking(text: str) -> str:

@@ -325,6 +325,7 @@ def tools_command(
     reader: str = options.READER,
     reader_url: str | None = options.READER_URL,
     reader_model: str = options.READER_MODEL,
+    reader_max_tokens: int | None = options.READER_MAX_TOKENS,
     web: str = options.WEB,
     cache: str | None = options.CACHE,
 ) -> None:
@@ -332,7 +333,7 @@ def tools_command(
     from researchrl.resolve import EPISODE_FLAGS, resolve_flags
 
     values = {"search": search, "search_url": search_url, "corpus": corpus, "reader": reader, "reader_url": reader_url,
-              "reader_model": reader_model, "web": web, "cache": cache}
+              "reader_model": reader_model, "reader_max_tokens": reader_max_tokens, "web": web, "cache": cache}
     flags = {name: EPISODE_FLAGS[name] for name in values}
     with options.exit_on_known():
         if transport not in TRANSPORTS:

@@ -2,9 +2,13 @@
 
 trafilatura holds the GIL, so extraction in threads uses one core however many browse calls wait for it; here
 it runs in worker processes, so a call never waits behind another call's extraction while a core is free. The
-LRU cache stays in this process (`pages.cached_text`): a hit never crosses to a worker. Workers are spawned (this
+LRU cache stays in this process (`pages.cached_text`): a hit is never extracted again. Workers are spawned (this
 process has threads, so fork is unsafe; a spawned worker costs ~0.3 s, mostly importing trafilatura) when the
 first page arrives, so commands that never browse start none.
+
+For the extractive reader a page's one task also segments the text and ranks each segment's sentences
+(`extract_and_rank`): the reader's BM25 runs beside the extraction, and this process only drops the sentences its
+episode's memory holds. A page whose text is cached goes to a worker as that text, to be ranked.
 
 Faults, per page:
 - past `timeout` seconds the call gets FetchError(url, "extract_timeout"); a running task cannot be cancelled,
@@ -25,26 +29,32 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from multiprocessing import get_context
+from typing import TypeVar
 
-from researchrl.tools.pages import cache_key, cached_text, extract_main, remember_text
+from researchrl.tools.pages import cache_key, cached_text, extract_main, remember_text, segment
+from researchrl.tools.ranking import rank_sentences
 from researchrl.types import Page
 from researchrl.web.errors import FetchError
 from researchrl.web.http import HTML_TYPES
 
-LOOP_CORES = 1  # cores left to this process: its event loop fetches, reads and talks to the policy
 IN_FLIGHT_PER_WORKER = 2  # pages handed to the pool per worker: one extracting, one ready to start
 DEFAULT_TIMEOUT = 30.0  # seconds one page may take in a worker (the largest Readability test page, 1.6 MB: 0.05 s)
 
 _log = logging.getLogger("researchrl")
+_T = TypeVar("_T")
 
 
 def pool_workers(requested: int | None) -> int:
-    """Worker processes: as requested, else the cores this process may use less LOOP_CORES; 0: extract in threads."""
+    """Worker processes: as requested (0: extract in threads), else one per core this process may use.
+
+    Not one fewer for this process's event loop: the loop waits on the network much of the time, and a worker per
+    core lets extraction use that core meanwhile (bench/load.py, 2 cores, 4,096 calls: 22.2 s against 25.7 s).
+    """
     if requested is not None:
         return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, cores - LOOP_CORES)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def extract_uncached(page: Page) -> str:
@@ -52,18 +62,34 @@ def extract_uncached(page: Page) -> str:
     return extract_main(page.text, page.url or None)
 
 
+Ranked = dict[int, tuple[str, ...]]  # segment number -> its sentences ranked for the reader (rank_sentences)
+
+
+def extract_and_rank(page: Page, question: str, sub_query: str, window: range, size: int) -> tuple[str, Ranked]:
+    """What a worker runs for the extractive reader: the page's main text (a plain-text page's own text), and the
+    ranked sentences of its segments of `size` characters numbered in `window` (the ones a browse may read)."""
+    text = extract_uncached(page) if page.content_type in HTML_TYPES else page.text
+    segments = segment(text, size)
+    return text, {i: rank_sentences(segments[i], question, sub_query) for i in window if i < len(segments)}
+
+
 class ExtractPool:
     """Main-text extraction in `workers` spawned processes started on first use; `extract` is BrowseTool's extractor."""
 
     def __init__(
-        self, workers: int, timeout: float = DEFAULT_TIMEOUT, worker: Callable[[Page], str] = extract_uncached
+        self,
+        workers: int,
+        timeout: float = DEFAULT_TIMEOUT,
+        worker: Callable[[Page], str] = extract_uncached,
+        ranker: Callable[[Page, str, str, range, int], tuple[str, Ranked]] = extract_and_rank,
     ):
         if workers < 1:
             raise ValueError("an extraction pool needs at least one worker (0 workers: extract in threads)")
         self.workers = workers
         self.timeout = timeout
         self.worker = worker  # module-level, so a spawned process can import it; tests pass a scripted one
-        self.submitted = 0  # pages handed to a worker, retries included (cache hits never are)
+        self.ranker = ranker  # the same, for extract_and_rank
+        self.submitted = 0  # tasks handed to a worker, retries included (an extract's cache hit never is)
         self._slots = asyncio.Semaphore(workers * IN_FLIGHT_PER_WORKER)  # pages in the pool's queues at once
         self._executor: ProcessPoolExecutor | None = None
         self._in_threads = False  # no worker process could start here: extraction runs in threads, as without a pool
@@ -76,23 +102,35 @@ class ExtractPool:
         key = cache_key(page)
         main = cached_text(key)
         if main is None:
-            main = await self._in_worker(page)
+            main = await self._in_worker(page.url, self.worker, page)
             remember_text(key, main)
         return main
 
-    async def _in_worker(self, page: Page) -> str:
-        """One page through a worker; tried once more on a fresh pool when its pool broke under it."""
+    async def extract_and_rank(
+        self, page: Page, question: str, sub_query: str, window: range, size: int
+    ) -> tuple[str, Ranked]:
+        """`extract(page)`, and the extractive reader's ranking of the page's segments in `window`: one worker task."""
+        key = cache_key(page) if page.content_type in HTML_TYPES else None
+        main = None if key is None else cached_text(key)
+        job = page if main is None else replace(page, content_type="text/plain", text=main)  # ranked, not extracted
+        text, ranked = await self._in_worker(page.url, self.ranker, job, question, sub_query, window, size)
+        if key is not None and main is None:
+            remember_text(key, text)
+        return text, ranked
+
+    async def _in_worker(self, url: str, task: Callable[..., _T], *args: object) -> _T:
+        """`task(*args)` for the page at `url` in a worker; tried again on a fresh pool if its pool broke under it."""
         for _ in range(2):
             if self._closed:
-                raise FetchError(page.url, "extract_closed", "the environment closed while the page was extracted")
+                raise FetchError(url, "extract_closed", "the environment closed while the page was extracted")
             executor = self._pool()
             if executor is None:
-                return await asyncio.to_thread(self.worker, page)
+                return await asyncio.to_thread(task, *args)
             try:
-                return await self._run(executor, page)
+                return await self._run(executor, url, task, *args)
             except BrokenProcessPool:
                 await self._discard(executor)
-        raise FetchError(page.url, "extract_crash", "the extraction worker died twice while extracting this page")
+        raise FetchError(url, "extract_crash", "the extraction worker died twice while extracting this page")
 
     def _pool(self) -> ProcessPoolExecutor | None:
         """The running pool, made on first use; None when no worker process can start here."""
@@ -103,15 +141,15 @@ class ExtractPool:
                 self._give_up(err)
         return self._executor
 
-    async def _run(self, executor: ProcessPoolExecutor, page: Page) -> str:
-        """The page's text from `executor`; BrokenProcessPool when that pool broke (or was replaced) meanwhile.
+    async def _run(self, executor: ProcessPoolExecutor, url: str, task: Callable[..., _T], *args: object) -> _T:
+        """`task(*args)` run by `executor`; BrokenProcessPool when that pool broke (or was replaced) meanwhile.
 
         The pool's task is never cancelled from here, not even when the call is: Python 3.11's pool, breaking, fails
         on a cancelled task and leaves the others unanswered. So a slot is given back when the task ends.
         """
         await self._slots.acquire()
         try:
-            task = executor.submit(self.worker, page)  # starts a worker when none is idle
+            future = executor.submit(task, *args)  # starts a worker when none is idle
         except BaseException as err:
             self._slots.release()
             if isinstance(err, OSError):  # a process limit: no worker could start
@@ -119,20 +157,20 @@ class ExtractPool:
                 raise BrokenProcessPool("no extraction worker could start") from err
             raise
         loop = asyncio.get_running_loop()
-        task.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.release))
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.release))
         self.submitted += 1
-        result = asyncio.wrap_future(task)
+        result = asyncio.wrap_future(future)
         result.add_done_callback(_retrieve)
         done, _ = await asyncio.wait({result}, timeout=self.timeout)  # unlike wait_for, cancels nothing
         if not done:
             if executor is not self._executor:  # another page hung or crashed this pool: not this page's fault
                 raise BrokenProcessPool("the pool was replaced while this page waited")
             await self._discard(executor)
-            raise FetchError(page.url, "extract_timeout", f"extraction ran past {self.timeout:g} s")
+            raise FetchError(url, "extract_timeout", f"extraction ran past {self.timeout:g} s")
         try:
             return result.result()
         except MemoryError:
-            raise FetchError(page.url, "extract_crash", "the extraction worker ran out of memory") from None
+            raise FetchError(url, "extract_crash", "the extraction worker ran out of memory") from None
 
     def _give_up(self, err: OSError) -> None:
         """From now on extract in threads: this machine cannot start worker processes."""
@@ -153,7 +191,7 @@ class ExtractPool:
             await asyncio.to_thread(_stop, executor)
 
 
-def _retrieve(result: asyncio.Future[str]) -> None:
+def _retrieve(result: asyncio.Future[object]) -> None:
     """Mark a task's error as seen: nobody awaits the task of a call that stopped waiting, and asyncio would log it."""
     if not result.cancelled():
         result.exception()

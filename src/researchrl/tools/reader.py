@@ -3,17 +3,16 @@
 Two readers share one contract (`Reader.read(ReadRequest) -> ReadResult`):
 - `ExtractiveReader`: no model; ranks the segment's sentences against the question (BM25). Deterministic.
 - `LLMReader`: the paper's reading agent, on any OpenAI-compatible chat endpoint.
-An endpoint that keeps failing raises ReaderError (an environment fault the browse tool reports).
+An endpoint that keeps failing raises ReaderError (an environment fault the browse tool reports), and so does a
+reply holding neither <extracted_info> nor <page_down>: kind `unparseable`, not retried (the model did answer), so
+the segment yields nothing and the browse tool counts it as `reader_unparseable`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 import re
-import unicodedata
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,8 +20,10 @@ import openai
 
 from researchrl.errors import EnvironmentFault
 from researchrl.prompts import READER_PROMPT
+from researchrl.tools.ranking import new_sentences, rank_sentences
 from researchrl.web.cache import endpoint_id
 from researchrl.web.chat import ChatError, complete, openai_client
+from researchrl.web.redact import excerpt
 from researchrl.web.retry import RetryPolicy
 
 
@@ -37,6 +38,8 @@ class ReadRequest:
     page_index: int  # 1-based, as the reader prompt shows it
     total_pages: int
     url: str = ""  # the page the segment came from (cache keys and replay messages name it)
+    ranked: tuple[str, ...] | None = None  # rank_sentences of this segment, question and sub-query, done ahead by
+    # the extraction pool for the extractive reader (None: it ranks them itself); other readers ignore it
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class ReadResult:
 
 
 class ReaderError(EnvironmentFault):
-    """The reader could not read for an environment reason (`kind`: timeout, connect, auth, http_429, http_500, ...)."""
+    """The reader could not read for an environment reason (`kind`: timeout, connect, auth, http_429, ..., unparseable)."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(kind, f"{kind}: {message}")
@@ -62,54 +65,7 @@ class Reader(Protocol):
         ...
 
 
-# ---------------------------------------------------------------- extractive (no model)
-
-_STOPWORDS = frozenset(
-    "a an the and or but if of in on at to for from by with as is are was were be been being do does did "
-    "what which who whom whose when where why how this that these those it its he she they them his her "
-    "their there than then so not no yes can could would should will shall may might must about into "
-    "over under also such i you we our your my me us".split()
-)
-_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+(?=\S)(?![a-z])")
-
-
-def _terms(text: str) -> list[str]:
-    """Lower-case word tokens with accents folded and stopwords dropped ("Lilû" -> "lilu")."""
-    folded = unicodedata.normalize("NFKD", text.lower())
-    folded = "".join(ch for ch in folded if not unicodedata.combining(ch))
-    return [t for t in re.findall(r"\w+", folded) if t not in _STOPWORDS]
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of `text`: line breaks end sentences, and so do . ! ? followed by space and no lower-case letter."""
-    sentences = []
-    for line in text.splitlines():
-        sentences.extend(s.strip() for s in _SENTENCE_END.split(line) if s.strip())
-    return sentences
-
-
-def bm25_scores(query: list[str], docs: list[list[str]], k1: float = 1.5, b: float = 0.75) -> list[float]:
-    """Okapi BM25 of each tokenized doc for the query's distinct terms, IDF over `docs` (always > 0)."""
-    if not docs:
-        return []
-    avg_len = sum(map(len, docs)) / len(docs) or 1.0
-    df = Counter(term for doc in docs for term in set(doc))
-    scores = []
-    for doc in docs:
-        tf = Counter(doc)
-        score = 0.0
-        for term in set(query):
-            if tf[term]:
-                idf = math.log(1 + (len(docs) - df[term] + 0.5) / (df[term] + 0.5))
-                norm = tf[term] + k1 * (1 - b + b * len(doc) / avg_len)
-                score += idf * tf[term] * (k1 + 1) / norm
-        scores.append(score)
-    return scores
-
-
-def _squash(text: str) -> str:
-    """Whitespace-normalized lower case, for "is this sentence already in memory" tests."""
-    return " ".join(text.split()).lower()
+# ---------------------------------------------------------------- extractive (no model; its ranking: tools/ranking.py)
 
 
 @dataclass(frozen=True)
@@ -124,15 +80,9 @@ class ExtractiveReader:
     max_sentences: int = 5
 
     async def read(self, req: ReadRequest) -> ReadResult:
-        """Pick the new, relevant sentences of the segment."""
-        sentences = list(dict.fromkeys(split_sentences(req.segment)))
-        scores = bm25_scores(_terms(f"{req.question} {req.sub_query}"), [_terms(s) for s in sentences])
-        known = _squash(req.memory)
-        ranked = sorted(
-            (i for i, score in enumerate(scores) if score > 0 and _squash(sentences[i]) not in known),
-            key=lambda i: (-scores[i], i),
-        )
-        info = " ".join(sentences[i] for i in ranked[: self.max_sentences])
+        """Pick the new, relevant sentences of the segment (ranked here unless the request brings them ranked)."""
+        ranked = req.ranked if req.ranked is not None else rank_sentences(req.segment, req.question, req.sub_query)
+        info = " ".join(new_sentences(ranked, req.memory, self.max_sentences))
         return ReadResult(info=info, page_down=bool(info) and req.page_index < req.total_pages)
 
 
@@ -157,10 +107,13 @@ def reply_tag(reply: str, tag: str) -> str | None:
 
 
 def parse_reply(reply: str, page_index: int, total_pages: int) -> ReadResult:
-    """The reader model's reply as a ReadResult; unparseable or empty replies mean nothing new, stop."""
+    """The reader model's reply as a ReadResult; ReaderError("unparseable") when it holds neither of the two tags."""
     reply = _THINK.sub("", reply or "")
-    info = reply_tag(reply, "extracted_info") or ""
-    verdict = (reply_tag(reply, "page_down") or "").lower()
+    extracted, page_down = reply_tag(reply, "extracted_info"), reply_tag(reply, "page_down")
+    if extracted is None and page_down is None:
+        raise ReaderError("unparseable", f"the reply holds neither <extracted_info> nor <page_down>: {excerpt(reply)}")
+    info = extracted or ""
+    verdict = (page_down or "").lower()
     wants_more = re.match(r"\W*yes\b", verdict) is not None
     return ReadResult(info=info, page_down=wants_more and page_index < total_pages)
 
@@ -207,7 +160,7 @@ class LLMReader:
         return f"llm:{self.model}@{endpoint}:t={self.temperature}:max_tokens={self.max_tokens}:prompt={template}"
 
     async def read(self, req: ReadRequest) -> ReadResult:
-        """Ask the model about one segment; bounded retries, then ReaderError."""
+        """Ask the model about one segment; bounded retries, then ReaderError (an unparseable reply: at once)."""
         messages = [{"role": "user", "content": render_reader_prompt(req)}]
         try:
             reply = await complete(

@@ -34,6 +34,7 @@ from researchrl.types import Page
 from researchrl.web.errors import FetchError
 from researchrl.web.retry import RetryableError, RetryPolicy, retry_after_seconds, with_retries
 from researchrl.web.ssrf import check_url_async
+from researchrl.web.transport import ShardedTransport
 
 # The official crawler's browser User-Agent (many sites refuse library user agents).
 BROWSER_USER_AGENT = (
@@ -50,7 +51,7 @@ class FetchConfig:
 
     connect_timeout: float = 5.0  # seconds to open a connection (official: requests timeout=(5, 10))
     read_timeout: float = 10.0  # seconds of silence allowed between bytes (official: 10)
-    deadline: float = 30.0  # seconds for the whole fetch, redirects and retries included
+    deadline: float = 30.0  # seconds for the whole fetch, redirects and retries included, from its first request
     max_bytes: int = 5_000_000  # decoded body size past which the page is refused (too_large)
     max_redirects: int = 5  # redirect hops followed, each one SSRF-checked
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # attempts and backoff for retryable faults
@@ -161,7 +162,9 @@ class Fetcher:
     """Fetches pages for the browse tool; one instance serves every concurrent episode.
 
     Redirects are followed by hand so each hop passes the SSRF guard; each hop is retried on its own
-    (RetryPolicy), and the whole fetch is bounded by `config.deadline`.
+    (RetryPolicy), and the whole fetch is bounded by `config.deadline`, counted from when its first request holds
+    its host's and a connection's slot: a fetch queued behind others (per_host_concurrency, max_connections) is
+    not timed out by the wait.
     """
 
     def __init__(
@@ -179,9 +182,7 @@ class Fetcher:
         )
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
-            timeout=self._timeout,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=cfg.max_connections),
+            timeout=self._timeout, follow_redirects=False, transport=ShardedTransport(cfg.max_connections)
         )
         self._hosts = HostLimiter(cfg.per_host_concurrency, cfg.max_tracked_hosts)
         # Requests wait here, not in httpx's pool: its queue is scanned per event (quadratic at thousands queued).
@@ -196,9 +197,13 @@ class Fetcher:
 
     async def fetch(self, url: str) -> Page:
         """The page at `url` (after redirects) as decoded text; raises FetchError for every environment fault."""
+        clock = asyncio.timeout(None)  # set by the first request that holds its slots (_attempt)
         try:
-            return await asyncio.wait_for(self._follow(url), self.config.deadline)
-        except asyncio.TimeoutError:
+            async with clock:
+                return await self._follow(url, clock)
+        except TimeoutError:
+            if not clock.expired():
+                raise
             raise FetchError(url, "timeout", f"no page within the {self.config.deadline} s deadline") from None
 
     async def aclose(self) -> None:
@@ -206,27 +211,30 @@ class Fetcher:
         if self._owns_client:
             await self._client.aclose()
 
-    async def _follow(self, url: str) -> Page:
+    async def _follow(self, url: str, clock: asyncio.Timeout) -> Page:
         """Follow at most `max_redirects` hops, checking each target before connecting."""
         current = url
         for _ in range(self.config.max_redirects + 1):
-            outcome = await self._hop(current)
+            outcome = await self._hop(current, clock)
             if isinstance(outcome, Page):
                 return outcome
             current = outcome
         raise FetchError(url, "too_many_redirects", f"more than {self.config.max_redirects} redirects")
 
-    async def _hop(self, url: str) -> Page | str:
+    async def _hop(self, url: str, clock: asyncio.Timeout) -> Page | str:
         """One URL with retries: the page, or the next URL when the server redirects."""
         try:
-            return await with_retries(lambda: self._attempt(url), self.config.retry, self._rng, self._sleep)
+            return await with_retries(lambda: self._attempt(url, clock), self.config.retry, self._rng, self._sleep)
         except RetryableError as err:
             raise FetchError(url, err.kind, str(err)) from None
 
-    async def _attempt(self, url: str) -> Page | str:
-        """One guarded request; network faults become RetryableError, the rest FetchError."""
+    async def _attempt(self, url: str, clock: asyncio.Timeout) -> Page | str:
+        """One guarded request; network faults become RetryableError, the rest FetchError. The first to hold its
+        slots starts the fetch's deadline on `clock`."""
         target = await check_url_async(url, self.config.allow_hosts, timeout=self.config.connect_timeout)
         async with self._hosts.hold(target.host), self._slots:
+            if clock.when() is None:
+                clock.reschedule(asyncio.get_running_loop().time() + self.config.deadline)
             try:
                 async with self._client.stream(
                     "GET", url, headers=self._headers, timeout=self._timeout, follow_redirects=False
