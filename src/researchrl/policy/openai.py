@@ -22,7 +22,7 @@ import httpx
 import openai
 
 from researchrl.errors import UserError
-from researchrl.policy.base import ChatTokenizer, Context, ContextOverflow, Sample, Sampling
+from researchrl.policy.base import ChatTokenizer, Context, ContextOverflow, FinishReason, Sample, Sampling
 from researchrl.policy.tokenizers import ByteChatTokenizer, HFChatTokenizer, load_tokenizer
 from researchrl.policy.wire import (
     RETOKENIZED, SampledTokens, context_size, is_context_overflow, is_llamacpp, llamacpp_sample, sampled_tokens, server_shape,
@@ -85,6 +85,7 @@ class OpenAIPolicy:
         else:
             self.tokenizer = ByteChatTokenizer()
             self.mode = "chat"
+        self._eos = self.tokenizer.encode(self.tokenizer.eos_token, trusted=True)
 
     async def generate(self, context: Context, sampling: Sampling) -> Sample:
         """One turn, retried with backoff on 429/5xx/timeouts; a dead endpoint raises PolicyUnavailable."""
@@ -161,13 +162,10 @@ class OpenAIPolicy:
         text = choice.message.content or ""
         if context.prefill and text.startswith(context.prefill):
             text = text[len(context.prefill) :]
-        reason = "length" if choice.finish_reason == "length" else "eos"
-        ids = self.tokenizer.encode(text, trusted=False)
-        if reason == "eos":
-            ids += self.tokenizer.encode(self.tokenizer.eos_token, trusted=True)
         usage = response.usage
         counted = (usage.prompt_tokens, usage.completion_tokens) if usage is not None else None
-        return Sample(ids, None, text, reason, exact=False, usage=counted)
+        reason = "length" if choice.finish_reason == "length" else None
+        return self._turn(self.tokenizer.encode(text, trusted=False), None, text, reason, exact=False, usage=counted)
 
     async def _chat_request(self, messages: list[dict[str, str]], sampling: Sampling, prefill: str) -> Any:
         """One chat request; with a prefill, it is the last message and the server is asked to continue it."""
@@ -204,21 +202,18 @@ class OpenAIPolicy:
             tokens = None  # token strings that do not spell the text back are not the sampled ids
         if tokens is None:
             tokens = self._inexact(choice, text)
-        eos = self.tokenizer.encode(self.tokenizer.eos_token, trusted=True)
         ids, logprobs = tokens.ids, tokens.logprobs
         if logprobs is not None and len(logprobs) != len(ids):
             logprobs = None
         if tokens.exact:  # the text of exactly the sampled ids: vLLM cuts its text at a stop string that ends mid-token
-            text = self.tokenizer.decode(ids[: -len(eos)] if ids[-len(eos) :] == eos else ids)
+            text = self._text_of(ids)
         usage = (response.usage.prompt_tokens, response.usage.completion_tokens) if response.usage else None
-        sample = {"exact": tokens.exact, "usage": usage}
+        reason: FinishReason | None = None
         if choice.get("finish_reason") == "length":
-            return Sample(ids, logprobs, text, "length", **sample)
-        if isinstance(choice.get("stop_reason"), str) or any(text.endswith(s) for s in sampling.stop if s):
-            return Sample(ids, logprobs, text, "stop", **sample)
-        if ids[-len(eos) :] == eos:  # servers that keep the EOS id in the sampled ids (vLLM's token_ids)
-            return Sample(ids, logprobs, text, "eos", **sample)
-        return Sample(ids + eos, None if logprobs is None else logprobs + [None] * len(eos), text, "eos", **sample)
+            reason = "length"
+        elif isinstance(choice.get("stop_reason"), str) or any(text.endswith(s) for s in sampling.stop if s):
+            reason = "stop"
+        return self._turn(ids, logprobs, text, reason, exact=tokens.exact, usage=usage)
 
     async def _complete_llamacpp(self, context: Context, sampling: Sampling) -> Sample:
         """llama.cpp's native /completion: all sampled ids, the stop word's included, and whether EOS or a word stopped it.
@@ -233,16 +228,24 @@ class OpenAIPolicy:
         }
         response = await self.client.post(f"{self.base_url.removesuffix('/v1')}/completion", cast_to=httpx.Response, body=body)
         tokens, stop_type, word = llamacpp_sample(response.json())
-        eos = self.tokenizer.encode(self.tokenizer.eos_token, trusted=True)
-        text = self.tokenizer.decode(tokens.ids[: -len(eos)] if tokens.ids[-len(eos) :] == eos else tokens.ids)
-        logprobs = tokens.logprobs
-        if stop_type == "limit":
-            return Sample(tokens.ids, logprobs, text, "length")
-        if stop_type == "word" and word:
-            return Sample(tokens.ids, logprobs, text, "stop")
-        if tokens.ids[-len(eos) :] == eos:
-            return Sample(tokens.ids, logprobs, text, "eos")
-        return Sample(tokens.ids + eos, None if logprobs is None else logprobs + [None] * len(eos), text, "eos")
+        reason: FinishReason | None = "length" if stop_type == "limit" else "stop" if stop_type == "word" and word else None
+        return self._turn(tokens.ids, tokens.logprobs, self._text_of(tokens.ids), reason)
+
+    def _text_of(self, ids: list[int]) -> str:
+        """The text of sampled ids, without the EOS id a server may list last."""
+        eos = self._eos
+        return self.tokenizer.decode(ids[: -len(eos)] if ids[-len(eos) :] == eos else ids)
+
+    def _turn(
+        self, ids: list[int], logprobs: list[float | None] | None, text: str, reason: FinishReason | None, **extra: Any
+    ) -> Sample:
+        """The turn's Sample; one that ended on EOS (reason None) gets the EOS id appended when the server did not list it."""
+        if reason is not None:
+            return Sample(ids, logprobs, text, reason, **extra)
+        eos = self._eos
+        if ids[-len(eos) :] == eos:  # servers that keep the EOS id in the sampled ids (vLLM's token_ids, llama.cpp's tokens)
+            return Sample(ids, logprobs, text, "eos", **extra)
+        return Sample(ids + eos, None if logprobs is None else logprobs + [None] * len(eos), text, "eos", **extra)
 
     def _inexact(self, choice: dict[str, Any], text: str) -> SampledTokens:
         """No sampled ids in the reply: refused where exact ids are required, else the text re-encoded and said once."""
