@@ -185,3 +185,17 @@ def test_a_step_budget_answers_with_budget_observations_and_episodes_finish(ques
     assert len(refused) == len(questions) - 3, "three searches fit in $0.03, every later one is refused"
     observation = next(turn.observation.text for t in refused for turn in t.turns if turn.observation)
     assert "budget_exhausted" in observation
+
+
+@pytest.mark.parametrize("url", ["http://[truncated]/wiki/Lilu", "http://[::1/x", "https://exa mple.com/"])
+def test_a_url_no_parser_accepts_is_an_observation_not_a_crash(url: str) -> None:
+    """Found in a real run: the model copied '…[truncated]' into a URL, and the breaker's host lookup raised."""
+    from researchrl.tools.base import EpisodeState
+    from researchrl.types import ToolCall
+
+    async def browse() -> str:
+        async with open_environment(EnvConfig()) as tools:
+            return (await tools.call(ToolCall("browse_webpage", {"url_list": [url]}), EpisodeState("q"))).text
+
+    observation = asyncio.run(browse())
+    assert "'error':" in observation and "'information'" not in observation.replace("'information': []", "")

@@ -57,6 +57,13 @@ def test_the_run_trained_on_the_local_corpus_and_saved_its_resolved_config(finis
     assert saved["agent"]["max_turns"] == 3 and saved["agent"]["sampling"]["max_new_tokens"] == 96
     phases = json.loads((finished / "eval.json").read_text())
     assert set(phases) == {"before", "after_sft", "after"}
+    paired = json.loads((finished / "paired.json").read_text())  # later minus earlier, question by question
+    assert set(paired) == {"after - after_sft", "after_sft - before", "after - before"}
+    for name, diff in paired.items():
+        later, earlier = name.split(" - ")
+        for metric in ("f1", "reward"):
+            assert diff[metric]["n"] == 2 and diff[metric]["low"] <= diff[metric]["mean"] <= diff[metric]["high"]
+            assert diff[metric]["mean"] == pytest.approx(phases[later][metric] - phases[earlier][metric], abs=1e-4)
     rollouts = read_jsonl(finished / "trajectories.jsonl")
     assert [r["step"] for r in rollouts] == [1, 1, 2, 2]
     metrics = read_jsonl(finished / "metrics.jsonl")

@@ -105,6 +105,20 @@ def test_eval_tables_carry_the_exact_numbers_with_reference_rows_apart(run_dir: 
     assert judge.get("title") == sha and sha.startswith(judge.text.rstrip("…"))
 
 
+def test_paired_differences_are_shown_with_their_intervals(run_dir: Path) -> None:
+    from researchrl.eval.paired import compare
+
+    paired = {"after - before": compare([_jsonl(run_dir / "eval_after.jsonl")], [_jsonl(run_dir / "eval_before.jsonl")])}
+    (run_dir / "paired.json").write_text(json.dumps(paired))
+    rows = lxml.html.fromstring(build_report(run_dir)).find_class("paired")[0].xpath("./tbody/tr")
+    assert [(r.xpath("./td[@data-key='difference']")[0].text, r.xpath("./td[@data-key='metric']")[0].text)
+            for r in rows] == [("after - before", "f1"), ("after - before", "reward")]
+    for row, metric in zip(rows, ("f1", "reward")):
+        for key in ("mean", "low", "high", "n"):
+            assert float(row.xpath(f"./td[@data-key='{key}']")[0].get("data-value")) == paired["after - before"][metric][key]
+    assert not lxml.html.fromstring(build_report(FIXTURE)).find_class("paired"), "no paired.json, no table"
+
+
 def test_the_behaviour_panel_has_each_files_behaviour_over_all_its_records(run_dir: Path) -> None:
     phases = json.loads((run_dir / "eval.json").read_text())
     for phase in phases.values():  # a run that logged behaviour: shown in the panel, not in the phase table

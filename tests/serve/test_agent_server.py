@@ -26,10 +26,10 @@ from researchrl.agent.loop import AgentConfig
 from researchrl.data.load import load_questions
 from researchrl.environment import EnvConfig
 from researchrl.policy.base import Context, Sample, Sampling
-from researchrl.policy.scripted import ScriptedPolicy
+from researchrl.policy.scripted import ScriptedPolicy, last_observation
 from researchrl.policy.tokenizers import ByteChatTokenizer
 from researchrl.report.html import write_report
-from researchrl.rl.expert import expert_script, tool_turn
+from researchrl.rl.expert import answer_turn, first_urls, tool_turn
 from researchrl.serve.agent import ServeConfig, build_app, service_factory
 
 QUESTION = "Little Caesars and Pizza Hut were founded in the 1950s within a year of each other. Which was the first to serve pizza?"
@@ -60,12 +60,18 @@ class AppThread:
 
 
 def expert_policy(shared_data: Path) -> ScriptedPolicy:
-    """The warm-up's scripted expert for any sandbox question (search, browse the top hit, answer the gold)."""
+    """A one-hop scripted expert for any sandbox question: search, browse the top hit, answer the gold."""
     by_text = {q.question: q for q in load_questions(shared_data / "wiki" / "questions.jsonl")}
 
     def script(context: Context) -> str:
         asked = next(m.content for m in context.messages if m.role == "user")
-        return expert_script(by_text[asked], 0)(context)
+        turn = sum(m.role == "assistant" for m in context.messages)
+        if turn == 0:
+            return tool_turn("Let me search.", "web_search", "query", [asked])
+        urls = first_urls(last_observation(context))
+        if turn == 1 and urls:
+            return tool_turn("Let me read the top hit.", "browse_webpage", "url_list", urls[:1])
+        return answer_turn("I found the answer.", by_text[asked].answers[0])
 
     return ScriptedPolicy(script, ByteChatTokenizer())
 

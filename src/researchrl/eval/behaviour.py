@@ -215,13 +215,18 @@ def _strings(value: Any) -> list[str]:
 def entities(text: str) -> set[str]:
     """Normalised entities of raw text: runs of >= 2 capitalised words (leading function words dropped), and
     numbers of >= 3 digits."""
-    found: set[str] = set()
+    return {normalize(span) for span in entity_spans(text)}
+
+
+def entity_spans(text: str) -> list[str]:
+    """The entities of `entities` as written in `text`, in order of first appearance (the expert queries them)."""
+    found: dict[str, None] = {}
     run: list[str] = []
     end = 0
     for match in _WORD.finditer(text):
         word = match.group()
         if word.isdigit() and len(word) >= 3:
-            found.add(word)
+            found[word] = None
         joined = bool(run) and not text[end : match.start()].strip()
         if word[0].isupper() and (joined or not run):
             run.append(word)
@@ -230,16 +235,15 @@ def entities(text: str) -> set[str]:
             run = [word] if word[0].isupper() else []
         end = match.end()
     _add_run(run, found)
-    return found
+    return list(found)
 
 
-def _add_run(run: list[str], found: set[str]) -> None:
+def _add_run(run: list[str], found: dict[str, None]) -> None:
     """Keep a capitalised run as an entity once its leading function words are dropped, if >= 2 words remain."""
     while run and run[0].lower() in _FUNCTION_WORDS:
         run = run[1:]
-    name = normalize(" ".join(run))
-    if 2 <= len(name.split()) <= _MAX_ENTITY_WORDS:
-        found.add(name)
+    if 2 <= len(normalize(" ".join(run)).split()) <= _MAX_ENTITY_WORDS:
+        found[" ".join(run)] = None
 
 
 def _ngrams(normalised: str) -> set[str]:

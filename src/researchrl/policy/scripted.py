@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 
 from researchrl.policy.base import ChatTokenizer, Context, Sample, Sampling
 
-Script = Callable[[Context], str]
+Script = Callable[[Context], str | Awaitable[str]]  # async scripts may call tools to decide (the warm-up's expert)
 
 
 class ScriptedPolicy:
@@ -20,7 +21,8 @@ class ScriptedPolicy:
     async def generate(self, context: Context, sampling: Sampling) -> Sample:
         """Play the next scripted turn, cut at `max_new_tokens` like a real model would be."""
         self.calls += 1
-        ids = self.tokenizer.encode(self.script(context), trusted=True)
+        text = self.script(context)
+        ids = self.tokenizer.encode(await text if inspect.isawaitable(text) else text, trusted=True)
         eos = self.tokenizer.encode(self.tokenizer.eos_token, trusted=True)
         if len(ids) + len(eos) > sampling.max_new_tokens:
             ids = ids[: sampling.max_new_tokens]

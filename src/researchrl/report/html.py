@@ -66,6 +66,7 @@ class RunFiles:
     config: dict[str, Any]
     metrics: list[dict[str, Any]]
     phases: dict[str, dict[str, Any]]
+    paired: dict[str, dict[str, Any]]  # paired.json: "later - earlier" -> metric -> bootstrap interval
     evals: list[EvalTables]
     trajectory_files: list[TrajectoryFile]
 
@@ -103,7 +104,7 @@ def read_run(run_dir: Path) -> RunFiles:
     A `.jsonl` file of trajectory records (a served log, `ask --file` answers) is a page of those trajectories alone.
     """
     if run_dir.is_file() and run_dir.suffix == ".jsonl":
-        return RunFiles(run_dir.resolve(), {}, [], {}, [], [TrajectoryFile(run_dir, run_dir.name, _count_lines(run_dir))])
+        return RunFiles(run_dir.resolve(), {}, [], {}, {}, [], [TrajectoryFile(run_dir, run_dir.name, _count_lines(run_dir))])
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a directory (nor a .jsonl file of trajectory records)")
     eval_dirs = sorted({p.parent for name in ("tables.json", "records.jsonl") for p in run_dir.rglob(name)})
@@ -124,6 +125,7 @@ def read_run(run_dir: Path) -> RunFiles:
         config=_read_json(run_dir / "config.json", {}),
         metrics=sorted(read_jsonl(run_dir / "metrics.jsonl"), key=lambda r: r.get("step", 0)),
         phases=dict(sorted(phases.items(), key=lambda kv: _phase_rank(kv[0]))),
+        paired=_read_json(run_dir / "paired.json", {}),
         evals=[_read_tables(d, run_dir) for d in eval_dirs if (d / "tables.json").exists()],
         trajectory_files=[TrajectoryFile(p, label, _count_lines(p)) for p, label in files if p.exists()],
     )
@@ -264,6 +266,12 @@ def _evaluation(run: RunFiles) -> str:
                 for phase, summary in run.phases.items()]  # behaviour: its own panel, from the phases' records
         parts.append("<h3>Held-out evaluation by phase <small>eval.json</small></h3>")
         parts.append(_table(rows, "eval-phases"))
+    if run.paired:
+        rows = [{"difference": name, "metric": metric, **interval} for name, metrics in run.paired.items()
+                for metric, interval in metrics.items() if isinstance(interval, dict)]
+        parts.append("<h3>Paired differences <small>paired.json</small></h3>")
+        parts.append(_table(rows, "paired") + '<p class="meta">Later phase minus earlier on the same held-out '
+                     "questions; low/high: paired bootstrap percentile interval at the given level.</p>")
     for ev in run.evals:
         judge = ", ".join(f"{k} {v}" for k, v in (ev.judge or {}).items()) or "none (MBE = EM)"
         parts.append(f'<h3>Eval <code>{escape(ev.name)}</code></h3><p class="meta">k = {escape(str(ev.k))} · '

@@ -3,8 +3,8 @@
 A run directory holds everything: config.toml (resolved; `--resume` and `eval --run` reload it), sft/ (warm-up
 data and model), grpo/ (TRL checkpoints, final model), trajectories.jsonl (every GRPO rollout), metrics.jsonl
 (every step), ledger.json (web spend), eval.json (held-out scores and behaviour before / after warm-up / GRPO),
-eval_<phase>.jsonl (held-out trajectories), curves.png. A run stopped at any point, a kill included, resumes with
-`--resume RUN_DIR`: finished phases are skipped, GRPO continues from its newest complete checkpoint (`checkpoints`;
+eval_<phase>.jsonl (held-out trajectories), paired.json (phase differences with paired bootstrap intervals, rewritten
+after each evaluation), curves.png. A run stopped at any point, a kill included, resumes with `--resume RUN_DIR`: finished phases are skipped, GRPO continues from its newest complete checkpoint (`checkpoints`;
 log lines of later steps are dropped, as those steps run again), and a raised max_steps trains a finished run on.
 What marks a phase done is written whole or not at all (`atomic`): eval.json and the other files are renamed into
 place, sft/model and grpo/model are saved as NAME.partial and renamed when complete.
@@ -37,6 +37,7 @@ from researchrl.rl.spend import merged, process_env
 from researchrl.types import Question
 
 PHASES = ("before", "after_sft", "after")
+COMPARED = (("after", "after_sft"), ("after_sft", "before"), ("after", "before"))  # paired.json: later minus earlier
 
 
 class BudgetStop(UserError):
@@ -116,7 +117,24 @@ class Run:
             self.save_ledger(env)
             self.say(f"eval {phase}: reward {summary.reward:.3f}, f1 {summary.f1:.3f}, format errors "
                      f"{summary.format_error_rate:.0%}, tool calls {summary.tool_call_rate:.0%} ({self.results[phase]['seconds']} s)")
+            self.compare(phase)
         ranks.barrier()
+
+    def compare(self, phase: str) -> None:
+        """paired.json: each later phase minus an earlier one on the same held-out questions, with a paired bootstrap
+        95 % interval of the F1 and reward differences (main, after each evaluation; the new `phase`'s pairs printed)."""
+        from researchrl.eval.paired import compare
+
+        files = {p: self.dir / f"eval_{p}.jsonl" for p in PHASES}
+        records = {p: [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+                   for p, f in files.items() if f.exists()}
+        paired = {f"{a} - {b}": compare([records[a]], [records[b]]) for a, b in COMPARED if a in records and b in records}
+        if paired:
+            write_text(self.dir / "paired.json", json.dumps(paired, indent=2))
+        for name, diff in paired.items():
+            if name.startswith(f"{phase} - "):
+                self.say(f"{name} (paired, {diff['f1']['n']} questions, 95 % interval): " + ", ".join(
+                    f"{m} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" for m, d in diff.items()))
 
     def save_ledger(self, env: RunningEnvironment) -> None:
         """ledger.json: this process's spend plus the other processes' last reported spend (main only)."""

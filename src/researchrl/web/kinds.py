@@ -143,6 +143,14 @@ def _page(meta: dict[str, Any], body: bytes) -> Page:
     return Page(url=meta["url"], status=meta["status"], content_type=meta["content_type"], text=text)
 
 
+def host_of(url: str) -> str:
+    """A URL's host for its breaker; '' for one no parser accepts (the SSRF guard then refuses it as an observation)."""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:  # e.g. a model's "http://[truncated]/..." copied from an observation
+        return ""
+
+
 PAGE = ToolKind(
     name="page",
     method="fetch",
@@ -152,7 +160,7 @@ PAGE = ToolKind(
     provider="fetch",
     outages=frozenset({"timeout", "connect", "network", "dns", "incomplete_body", "http_429"}),
     sent=lambda args, page: len(page.text.encode()),
-    scope=lambda args: urlsplit(args[0]).hostname or "",  # one breaker per host
+    scope=lambda args: host_of(args[0]),  # one breaker per host
     codec=Codec(
         namespace="url",
         field="page",
