@@ -87,7 +87,8 @@ class Expert:
     async def __call__(self, context: Context) -> str:
         """Search, read, search the bridge (or both entities), read, answer: whichever the question needs next."""
         turn = sum(m.role == "assistant" for m in context.messages)
-        seen = normalize(" ".join(m.content for m in context.messages if m.content.startswith("<tool_response>")))
+        observed = "\n".join(m.content for m in context.messages if m.content.startswith("<tool_response>"))
+        seen = normalize(observed)
         last = last_observation(context)
         called = next((m.content for m in reversed(context.messages) if m.role == "assistant"), "")
         entities = question_entities(self.question.question)
@@ -114,8 +115,7 @@ class Expert:
         if comparison:
             b = entities[1]
             return tool_turn(f"Now let me look up {b} to compare.", "web_search", "query", [b])
-        searched = "\n".join(m.content for m in context.messages if m.content.startswith("<tool_response>"))
-        bridge = await self._bridge(last + searched, entities, browse=turn + 2 < self.agent.max_turns)
+        bridge = await self._bridge(last + observed, entities, browse=turn + 2 < self.agent.max_turns)
         if bridge is None:
             return answer_turn("I could not find more to search for.", self.gold)
         entity, url = bridge
