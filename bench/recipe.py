@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from researchrl.eval.behaviour import behaviour
-from researchrl.eval.paired import compare, interval
+from researchrl.eval.paired import averaged, compare, interval
 
 RESULTS = Path(__file__).parent / "results" / "recipe.json"
 PHASES = ("before", "after_sft", "after")
@@ -70,11 +70,7 @@ def per_question(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def pooled(runs: list[Path], phase: str) -> dict[str, dict[str, float]]:
     """Each metric's mean over seeds and held-out questions, with a bootstrap interval over the questions."""
     seeds = [per_question(read_jsonl(run / f"eval_{phase}.jsonl")) for run in runs]
-    result = {}
-    for name in PER_EPISODE:
-        shared = sorted(set.intersection(*(set(s[name]) for s in seeds)))
-        result[name] = interval([sum(s[name][q] for s in seeds) / len(seeds) for q in shared])
-    return result
+    return {name: interval(averaged([s[name] for s in seeds])) for name in PER_EPISODE}
 
 
 def summary(runs: list[Path], walls: dict[str, float | None]) -> dict[str, Any]:
@@ -87,7 +83,7 @@ def summary(runs: list[Path], walls: dict[str, float | None]) -> dict[str, Any]:
         "command": " ".join(["bench/recipe.py", *sys.argv[1:]]),
         "cores": os.cpu_count(),
         "runs": [{"dir": str(run), "wall_s": walls.get(str(run)),
-                  "phases": {p: {k: v for k, v in e[p].items()} for p in PHASES if p in e}} for run, e in zip(runs, evals)],
+                  "phases": {p: e[p] for p in PHASES if p in e}} for run, e in zip(runs, evals)],
         "pooled": {p: pooled(runs, p) for p in phases},
         "paired": {f"{a} - {b}": compare(records[a], records[b]) for a, b in (("after", "after_sft"), ("after_sft", "before"))
                    if a in records and b in records},

@@ -34,6 +34,12 @@ def per_question(records: Iterable[Mapping[str, Any]], metric: str) -> dict[str,
     return {str(r["question_id"]): float(r[metric]) for r in records if r.get(metric) is not None}
 
 
+def averaged(per_seed: list[dict[str, float]]) -> list[float]:
+    """Each question's value averaged over the seeds, for the questions every seed has (in id order)."""
+    shared = sorted(set.intersection(*(set(values) for values in per_seed)))
+    return [sum(values[q] for values in per_seed) / len(per_seed) for q in shared]
+
+
 def compare(later: list[list[Mapping[str, Any]]], earlier: list[list[Mapping[str, Any]]]) -> dict[str, dict[str, float]]:
     """`later` minus `earlier` per metric, each a list of record sets (one per seed), paired on the questions every
     set answered; returns {metric: interval}."""
@@ -42,6 +48,5 @@ def compare(later: list[list[Mapping[str, Any]]], earlier: list[list[Mapping[str
     result = {}
     for metric in METRICS:
         pairs = [(per_question(a, metric), per_question(b, metric)) for a, b in zip(later, earlier)]
-        shared = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs)))
-        result[metric] = interval([sum(a[q] - b[q] for a, b in pairs) / len(pairs) for q in shared])
+        result[metric] = interval(averaged([{q: a[q] - b[q] for q in a.keys() & b.keys()} for a, b in pairs]))
     return result

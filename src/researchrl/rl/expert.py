@@ -115,7 +115,7 @@ class Expert:
         if comparison:
             b = entities[1]
             return tool_turn(f"Now let me look up {b} to compare.", "web_search", "query", [b])
-        bridge = await self._bridge(last + observed, entities, browse=turn + 2 < self.agent.max_turns)
+        bridge = await self._bridge(last + observed, browse=turn + 2 < self.agent.max_turns)
         if bridge is None:
             return answer_turn("I could not find more to search for.", self.gold)
         entity, url = bridge
@@ -129,12 +129,12 @@ class Expert:
             return "I have looked up both, so I can compare them."
         return self.rng.choice(("The page answers the question.", "I found the answer.")) if read else "I will answer."
 
-    async def _bridge(self, seen: str, asked: list[str], browse: bool) -> tuple[str, str] | None:
-        """The first entity of what was read, then of what was found (absent from the question), whose search leads
-        to the gold: in a page it found (`browse`: turns are left to read it), else in the search's own results."""
+    async def _bridge(self, observed: str, browse: bool) -> tuple[str, str] | None:
+        """The first entity of `observed` (the last read first, then everything seen) absent from the question whose
+        search leads to the gold: in a page it found (`browse`: turns are left to read it), else in its results."""
         question = normalize(self.question.question)
-        candidates = [e for e in entity_spans(seen.replace("\\n", " "))
-                      if not contains(question, normalize(e)) and e not in asked][:MAX_CANDIDATES]
+        candidates = [e for e in entity_spans(observed.replace("\\n", " "))
+                      if not contains(question, normalize(e))][:MAX_CANDIDATES]
         gold = normalize(self.gold)
         for entity in candidates:
             state = EpisodeState(self.question.question)

@@ -4,7 +4,8 @@ A run directory holds everything: config.toml (resolved; `--resume` and `eval --
 data and model), grpo/ (TRL checkpoints, final model), trajectories.jsonl (every GRPO rollout), metrics.jsonl
 (every step), ledger.json (web spend), eval.json (held-out scores and behaviour before / after warm-up / GRPO),
 eval_<phase>.jsonl (held-out trajectories), paired.json (phase differences with paired bootstrap intervals, rewritten
-after each evaluation), curves.png. A run stopped at any point, a kill included, resumes with `--resume RUN_DIR`: finished phases are skipped, GRPO continues from its newest complete checkpoint (`checkpoints`;
+after each evaluation), curves.png. A run stopped at any point, a kill included, resumes with `--resume RUN_DIR`:
+finished phases are skipped, GRPO continues from its newest complete checkpoint (`checkpoints`;
 log lines of later steps are dropped, as those steps run again), and a raised max_steps trains a finished run on.
 What marks a phase done is written whole or not at all (`atomic`): eval.json and the other files are renamed into
 place, sft/model and grpo/model are saved as NAME.partial and renamed when complete.
