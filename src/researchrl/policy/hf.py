@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import copy
+import inspect
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -14,6 +14,7 @@ from researchrl.policy.base import Context, Sample, Sampling
 from researchrl.policy.tokenizers import HFChatTokenizer
 
 MIN_PREFIX = 32  # shorter shared prefixes are not worth a cache
+TURN_CACHE_BYTES = 4 << 30  # rows' KV kept between turns: 50 five-turn SmolLM2-135M episodes hold ~2.5 GB at the end
 TRAIN_INSTALL = "a local model needs the [train] extra: pip install torch==2.13.0 && pip install -e '.[train]'"
 
 
@@ -57,14 +58,24 @@ class _LogprobRecorder:
 class HFPolicy:
     """transformers causal LM; `generate` calls from many episodes are gathered into left-padded batches."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch: int = 16, prefix_cache: bool = True):
+    def __init__(
+        self, model: Any, tokenizer: Any, max_batch: int = 16, prefix_cache: bool = True, turn_cache_bytes: int = TURN_CACHE_BYTES
+    ):
+        from researchrl.policy.kvcache import TurnCache
+
         self.model = model.eval()
         self.tokenizer = HFChatTokenizer(tokenizer)
         self.max_batch = max_batch
-        # the KV of the context prefix every row shares (system prompt + tools), computed once per policy
-        # instance: valid while the weights do not change, so the trainer builds a new policy per rollout
+        # Both caches hold keys/values of this instance's weights: valid while the weights do not change, so the
+        # trainer builds a new policy per rollout. The prefix every row shares (system prompt + tools) is computed
+        # once; each row's KV after it is kept until the row's next turn (0 bytes turns that cache off).
         self.prefix_cache = prefix_cache
         self._prefix: tuple[tuple[int, ...], Any] | None = None
+        self.turn_cache = turn_cache_bytes > 0
+        self._turns = TurnCache(turn_cache_bytes)
+        self._turns_after: tuple[int, ...] = ()  # the prefix the cached turns were computed after
+        # transformers 5.2x renamed `past_key_values` to `cache` (the old name warns); older 5.x knows only the old
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self._pending: list[_Request] = []
         self.batch_sizes: Counter[int] = Counter()  # generate calls by rows (at most max_batch keys): is batching working?
         self._wake: asyncio.Event | None = None
@@ -127,22 +138,34 @@ class HFPolicy:
         return batch
 
     def _generate_batch(self, batch: list[_Request]) -> list[Sample]:
-        """One `generate` over the batch (shared prefix from cache, then left-padded suffixes), each row cut after."""
+        """One `generate` over the batch, each row cut after. The shared prefix and each row's previous turn come
+        from caches, so only new tokens are prefilled (left-padded; the mask hides the padding between parts)."""
         import torch
+
+        from researchrl.policy.kvcache import batch_cache, row_kv
 
         tok = self.tokenizer
         shared = self._shared_prefix([r.ids for r in batch])
-        suffixes = [r.ids[len(shared) :] for r in batch]
-        width = max(len(x) for x in suffixes)
-        input_ids = torch.tensor([shared + [tok.pad_token_id] * (width - len(x)) + x for x in suffixes])
-        attention = torch.tensor([[1] * len(shared) + [0] * (width - len(x)) + [1] * len(x) for x in suffixes])
+        prefix = self._prefix_kv(shared) if shared else None
+        if tuple(shared) != self._turns_after:
+            self._turns.clear()
+            self._turns_after = tuple(shared)
+        rows = [self._turns.take(r.ids[len(shared) :]) if self.turn_cache else None for r in batch]
+        cached = [len(row.tokens) if row else 0 for row in rows]
+        suffixes = [r.ids[len(shared) + c :] for r, c in zip(batch, cached)]
+        width, lead, pad = max(map(len, suffixes)), max(cached), tok.pad_token_id
+        input_ids, attention = [], []
+        for r, c, x in zip(batch, cached, suffixes):
+            input_ids.append(shared + [pad] * (lead - c) + r.ids[len(shared) : len(shared) + c] + [pad] * (width - len(x)) + x)
+            attention.append([1] * len(shared) + [0] * (lead - c) + [1] * c + [0] * (width - len(x)) + [1] * len(x))
         first = batch[0].sampling
         stops = sorted({s for r in batch for s in r.sampling.stop})
         recorder = _LogprobRecorder()
+        max_new = max(r.sampling.max_new_tokens for r in batch)
         kwargs: dict[str, Any] = dict(
-            max_new_tokens=max(r.sampling.max_new_tokens for r in batch),
+            max_new_tokens=max_new,
             do_sample=first.temperature > 0,
-            pad_token_id=tok.pad_token_id,
+            pad_token_id=pad,
             eos_token_id=tok.eos_token_id,
             logits_processor=[recorder],
             return_dict_in_generate=True,
@@ -156,13 +179,20 @@ class HFPolicy:
         if stops:
             kwargs.update(stop_strings=stops, tokenizer=tok.hf)
         with torch.inference_mode():
-            if shared:
-                kwargs["past_key_values"] = self._prefix_kv(shared, len(batch))
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-        generated = out.sequences[:, len(shared) + width :]
+            cache = batch_cache(prefix, rows, width + max_new, self.model.config.num_hidden_layers)
+            kwargs[self._cache_arg] = cache
+            out = self.model.generate(input_ids=torch.tensor(input_ids), attention_mask=torch.tensor(attention), **kwargs)
+        start = len(shared) + lead + width
+        generated = out.sequences[:, start:]
         if recorder.prev is not None and generated.shape[1] > 0:
             recorder.take(generated[:, -1])
-        return [self._cut(generated[i].tolist(), recorder.rows[i] if recorder.rows else [], r.sampling) for i, r in enumerate(batch)]
+        samples = [self._cut(generated[i].tolist(), recorder.rows[i] if recorder.rows else [], r.sampling) for i, r in enumerate(batch)]
+        if self.turn_cache:
+            for b, (r, sample, c, x) in enumerate(zip(batch, samples, cached, suffixes)):
+                fed = sample.token_ids[: generated.shape[1] - 1]  # the last sampled token was never fed back: no KV
+                positions = [*range(start - width - c, start - width), *range(start - len(x), start + len(fed))]
+                self._turns.put(row_kv(cache, b, torch.tensor(positions), tuple(r.ids[len(shared) :]) + tuple(fed)))
+        return samples
 
     def _shared_prefix(self, rows: list[list[int]]) -> list[int]:
         """The longest prefix all rows share (at least one token of each row left to feed); [] when caching is off."""
@@ -177,18 +207,16 @@ class HFPolicy:
             return list(self._prefix[0])  # reuse the cached prefix rather than recomputing a slightly longer one
         return first[:n] if n >= MIN_PREFIX else []
 
-    def _prefix_kv(self, prefix: list[int], batch_size: int) -> Any:
-        """A fresh copy of the prefix's KV cache, repeated for the batch (generate extends it in place)."""
+    def _prefix_kv(self, prefix: list[int]) -> Any:
+        """The prefix's KV cache (batch 1), computed once per prefix."""
         import torch
 
         key = tuple(prefix)
         if self._prefix is None or self._prefix[0] != key:
             with torch.inference_mode():
-                kv = self.model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+                kv = getattr(self.model(input_ids=torch.tensor([prefix]), use_cache=True), self._cache_arg)
             self._prefix = (key, kv)
-        cache = copy.deepcopy(self._prefix[1])
-        cache.batch_repeat_interleave(batch_size)
-        return cache
+        return self._prefix[1]
 
     def _cut(self, ids: list[int], logprobs: list[float], sampling: Sampling) -> Sample:
         """Trim one row to what this request really sampled."""
