@@ -68,11 +68,12 @@ def decode_step(policy: HFPolicy, rows: int, context: int, growing: bool, steps:
                              prefix.layers[layer].values.expand(rows, -1, -1, -1).clone(), layer)
         token = torch.zeros(rows, 1, dtype=torch.long)
         mask = torch.ones(rows, context + 1, dtype=torch.long)
-        policy.model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)  # warm-up step
+        arg = {policy._cache_arg: cache}  # the cache argument's name in this transformers, as HFPolicy passes it
+        policy.model(input_ids=token, attention_mask=mask, use_cache=True, **arg)  # warm-up step
         start = time.perf_counter()
         for _ in range(steps):
             mask = torch.cat([mask, torch.ones(rows, 1, dtype=torch.long)], 1)
-            policy.model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
+            policy.model(input_ids=token, attention_mask=mask, use_cache=True, **arg)
         return (time.perf_counter() - start) / steps * 1000
 
 
