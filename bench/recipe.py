@@ -27,6 +27,7 @@ from typing import Any
 
 from researchrl.eval.behaviour import behaviour
 from researchrl.eval.paired import averaged, compare, interval
+from researchrl.records import iter_jsonl
 
 RESULTS = Path(__file__).parent / "results" / "recipe.json"
 PHASES = ("before", "after_sft", "after")
@@ -37,10 +38,6 @@ PER_EPISODE = {  # what each held-out episode contributes, by name in the result
     "bridge": lambda r, b: float(b.bridge_queries > 0), "sources": lambda r, b: b.sources,
     "grounded": lambda r, b: float(b.grounded), "planned": lambda r, b: float(b.planned),
 }
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_seed(seed: int, root: Path, sets: list[str]) -> tuple[Path, float | None]:
@@ -69,7 +66,7 @@ def per_question(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def pooled(runs: list[Path], phase: str) -> dict[str, dict[str, float]]:
     """Each metric's mean over seeds and held-out questions, with a bootstrap interval over the questions."""
-    seeds = [per_question(read_jsonl(run / f"eval_{phase}.jsonl")) for run in runs]
+    seeds = [per_question(list(iter_jsonl(run / f"eval_{phase}.jsonl"))) for run in runs]
     return {name: interval(averaged([s[name] for s in seeds])) for name in PER_EPISODE}
 
 
@@ -77,7 +74,7 @@ def summary(runs: list[Path], walls: dict[str, float | None]) -> dict[str, Any]:
     """Everything recipe.json holds."""
     evals = [json.loads((run / "eval.json").read_text()) for run in runs]
     phases = [p for p in PHASES if all((run / f"eval_{p}.jsonl").exists() for run in runs)]  # a run stopped early
-    records = {p: [read_jsonl(run / f"eval_{p}.jsonl") for run in runs] for p in phases}
+    records = {p: [list(iter_jsonl(run / f"eval_{p}.jsonl")) for run in runs] for p in phases}
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["bench/recipe.py", *sys.argv[1:]]),

@@ -32,7 +32,7 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> 
         (["ask", "q", "--base-url", "http://127.0.0.1:9/v1", "--tokenizer", "no-such-org/no-such-tokenizer"], {"HF_HUB_OFFLINE": "1"},
          "cannot load tokenizer 'no-such-org/no-such-tokenizer': no such local directory, not in the Hugging Face cache, "
          "and the hub is not reachable"),
-        (["train", "--set", "bogus=1"], {}, "unknown setting 'bogus'; valid here: beta"),
+        (["train", "--set", "bogus=1"], {}, "unknown setting 'bogus'; valid here: amp, beta"),
         (["train", "--preset", "gpu"], {}, "unknown preset 'gpu'"),
         (["train", "--resume", "/nonexistent/run"], {}, "expected a run directory made by researchrl train"),
         (["ask", "q", "--web", "replay"], {}, "web mode replay needs a cache file (--cache FILE"),

@@ -6,9 +6,11 @@ import ast
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from researchrl.errors import UserError
 from researchrl.types import Answer, FormatError, ToolCall, Trajectory
 from researchrl.web.redact import scrub
 
@@ -96,3 +98,22 @@ def write_records(path: Path, trajectories: list[Trajectory], append: bool, **ex
     with path.open("a" if append else "w") as f:
         for t in trajectories:
             f.write(json.dumps(trajectory_record(t, **extra)) + "\n")
+
+
+def iter_jsonl(path: Path, keep: set[int] | None = None) -> Iterator[dict[str, Any]]:
+    """A JSONL file's records one at a time (only the `keep` indices when given); a last line still being written
+    (no newline yet) is skipped, any other malformed line is a UserError naming the file and line."""
+    if not path.exists():
+        return
+    index = 0
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if keep is None or index in keep:
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    if line.endswith("\n"):
+                        raise UserError(f"{path}:{number} is not valid JSON: {err}") from None
+            index += 1

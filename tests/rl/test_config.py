@@ -32,7 +32,7 @@ def test_every_setting_is_in_each_preset_with_a_comment(preset: str) -> None:
         elif "=" in line and not line.startswith("# ") or line.startswith("# ") and " = " in line.split("#")[1]:
             key = line.lstrip("# ").split("=")[0].strip()
             documented[section + key] = line
-    wanted = set(flatten(to_dict(TrainConfig()))) | {"questions", "threads", "use_vllm", "vllm_server_base_url", "vllm_bin", "env.search_url",
+    wanted = set(flatten(to_dict(TrainConfig()))) | {"questions", "threads", "use_vllm", "amp", "vllm_server_base_url", "vllm_bin", "env.search_url",
                                                      "env.corpus", "env.reader_url", "env.cache", "env.search_qps",
                                                      "env.step_budget_usd", "env.run_budget_usd", "env.ray_address"}
     wanted = {k for k in wanted if not k.startswith("env.prices")}
@@ -55,9 +55,9 @@ def test_saved_config_round_trips_and_resume_refuses_unsafe_changes(tmp_path) ->
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (["bogus=1"], "unknown setting 'bogus'; valid here: beta"),
+        (["bogus=1"], "unknown setting 'bogus'; valid here: amp, beta"),
         (["top_k=3"], "unknown setting 'top_k' (did you mean env.top_k?)"),
-        (["moon.x=1"], "unknown section [moon]; valid here: beta"),
+        (["moon.x=1"], "unknown section [moon]; valid here: amp, beta"),
         (["env.moon=1"], "unknown setting 'env.moon'; valid here: breaker_cooldown"),
         (["env=1"], "env is a section"),
         (["env.reader=gpt"], "env.reader must be one of extractive, llm, not 'gpt'"),

@@ -27,7 +27,7 @@ def trainer(tmp_path_factory):  # noqa: ANN001, ANN201
     LlamaForCausalLM(config).save_pretrained(root / "model")
     tokenizer.save_pretrained(root / "model")
     args = GRPOConfig(output_dir=str(root / "out"), per_device_train_batch_size=2, num_generations=2, beta=0.001,
-                      use_cpu=True, report_to="none", max_steps=1, disable_dropout=True)
+                      use_cpu=True, report_to="none", max_steps=1, disable_dropout=True, bf16=False)  # TRL defaults to bf16
     lean = LeanGRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(root / "model"), args=args,
         reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
@@ -96,3 +96,48 @@ def test_the_reference_holds_no_weights_outside_its_pass_and_scores_as_loaded(tr
         assert all(p.numel() == 0 for p in lean.ref_model.parameters())
     finally:
         lean.reference_path = None
+
+
+def test_amp_scores_in_bf16_over_fp32_weights_and_its_gradient_follows_fp32s(trainer) -> None:  # noqa: ANN001
+    import torch
+
+    lean, _ = trainer
+    ids, mask, keep = padded_batch()
+    model = lean.model
+    scored = mask[:, -keep:].bool()
+    seen: list[torch.dtype] = []
+    hook = model.model.layers[0].mlp.down_proj.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+
+    def score(amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        lean.amp = amp
+        try:
+            lp, _, _ = lean._get_per_token_logps_and_entropies(model, ids, mask, keep, 3)
+        finally:
+            lean.amp = False
+        lp[scored].sum().backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters()])
+        model.zero_grad()
+        return lp.detach(), grad
+
+    try:
+        want, want_grad = score(False)
+        got, grad = score(True)
+    finally:
+        hook.remove()
+    assert seen == [torch.float32, torch.bfloat16]  # the second pass really computed in bf16
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay fp32
+    assert got.dtype == torch.float32 and not torch.equal(got, want)
+    torch.testing.assert_close(got[scored], want[scored], rtol=0, atol=0.05)  # bf16 rounding, not another model
+    assert grad.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(grad, want_grad, dim=0) > 0.99
+
+
+def test_amp_unset_follows_the_cpu_and_explicit_settings_win() -> None:
+    from researchrl.rl.config import TrainConfig
+    from researchrl.rl.precision import native_bf16, resolve_amp
+
+    assert resolve_amp(TrainConfig()).amp is native_bf16()  # on CPU: autocast exactly where bf16 is native
+    assert resolve_amp(TrainConfig(bf16=True)).amp is False  # bf16 weights need no autocast
+    assert resolve_amp(TrainConfig(use_vllm=True)).amp is False  # the server samples in fp32: TRL's IS ratio stays exact
+    assert resolve_amp(TrainConfig(amp=False)).amp is False
+    assert resolve_amp(TrainConfig(amp=True)).amp is True

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
@@ -19,6 +18,7 @@ from typing import Any
 
 from researchrl.errors import UserError
 from researchrl.eval.behaviour import TAGS, aggregate, behaviour
+from researchrl.records import iter_jsonl
 from researchrl.report.charts import line_chart, phase_chart, timing_rows, training_series
 from researchrl.report.style import PAGE_CSS, PAGE_JS
 from researchrl.web.redact import scrub
@@ -134,24 +134,6 @@ def read_run(run_dir: Path) -> RunFiles:
 def read_jsonl(path: Path, keep: set[int] | None = None) -> list[dict[str, Any]]:
     """Records of a JSONL (only the `keep` indices when given), redacted; a final line still being written is ignored."""
     return [scrub(row) for row in iter_jsonl(path, keep)]  # files written before redaction, or by hand
-
-
-def iter_jsonl(path: Path, keep: set[int] | None = None) -> Iterator[dict[str, Any]]:
-    """`read_jsonl` one record at a time and unredacted, for figures computed over a whole (possibly large) file."""
-    if not path.exists():
-        return
-    index = 0
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if keep is None or index in keep:
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as err:
-                    if line.endswith("\n"):
-                        raise RunDirError(f"{path}:{number} is not valid JSON: {err}") from None
-            index += 1
 
 
 def _read_json(path: Path, default: dict[str, Any]) -> dict[str, Any]:

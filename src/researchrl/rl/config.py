@@ -60,6 +60,7 @@ class TrainConfig:
     vllm_bin: str | None = None  # the `vllm` executable of a managed server; unset = .venv-vllm (scripts/vllm.sh), then PATH
     vllm_sync_tolerance: float = 1e-3  # CPU sync: largest server-vs-trainer logprob gap on the probe sequence
     bf16: bool = False  # bfloat16 weights and compute (GPUs)
+    amp: bool | None = None  # bf16 autocast in training's forward/backward over fp32 weights; None: on a CPU with native bf16
     env: EnvConfig = field(default_factory=EnvConfig)  # the search engine, pages and reader of every episode
     agent: AgentConfig = field(default_factory=AgentConfig)  # turn budgets, decoding and reward of every episode
 

@@ -18,7 +18,7 @@ import importlib.util
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from researchrl.policy.vllm_server import VLLMServer
 from researchrl.rl import ranks
 from researchrl.rl.checkpoints import save_final
 from researchrl.rl.config import TrainConfig
+from researchrl.rl.precision import autocast, resolve_amp
 from researchrl.rl.rewards import REWARD_FUNCS, REWARD_WEIGHTS
 from researchrl.rl.rollout import Rollout
 from researchrl.rl.vllm_sync import attach
@@ -132,6 +133,7 @@ class LeanGRPOTrainer(GRPOTrainer):
     pages are returned after the rollout, the reference pass and each micro-batch."""
 
     reference_path: str | None = None  # reload the reference weights from here for each reference pass
+    amp = False  # score (policy and reference forwards, and so their backward) under bf16 autocast
 
     def _generate(self, prompts: list[Any]) -> Any:
         """TRL's generation (our rollout_func); the memory it freed then goes back to the OS before the update."""
@@ -183,12 +185,10 @@ class LeanGRPOTrainer(GRPOTrainer):
         compute_entropy: bool = False, compute_aux_loss: bool = False, **multimodal: Any,
     ) -> tuple[Any, Any, Any]:
         """TRL's per-token log-probs (and entropies), the reference weights loaded for the reference pass."""
-        if model is self.ref_model and self.reference_path is not None:
-            with self.reference_loaded():
-                return self._trimmed_logps(model, input_ids, attention_mask, logits_to_keep, batch_size,
-                                           compute_entropy, compute_aux_loss, **multimodal)
-        return self._trimmed_logps(model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
-                                   compute_aux_loss, **multimodal)
+        reference = self.reference_loaded() if model is self.ref_model and self.reference_path is not None else nullcontext()
+        with reference, autocast(self.amp, input_ids.device.type):
+            return self._trimmed_logps(model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
+                                       compute_aux_loss, **multimodal)
 
     def _trimmed_logps(
         self, model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int, batch_size: int | None,
@@ -280,6 +280,7 @@ def run_grpo(
             raise ConfigError("reload_reference needs the whole reference model in each process: not DeepSpeed or FSDP")
         trainer.reference_path = model_path
         trainer.release_reference()
+    trainer.amp = bool(resolve_amp(cfg).amp)  # Run resolved it already; direct callers get the same rule
     if rollout.vllm is not None:
         attach(trainer, rollout.vllm, server, cfg.vllm_sync_tolerance)
     with logprob_chunk(cfg.logprob_chunk):

@@ -53,8 +53,10 @@ def warm_up(
     micro_batch: int = 2,
     seed: int = 0,
     gradient_checkpointing: bool = False,
+    amp: bool = False,
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """Fine-tune `model_path` on `rows`; returns the saved model (out_dir/model, whole once there) and the log history."""
+    """Fine-tune `model_path` on `rows` (`amp`: bf16 autocast, fp32 weights); returns the saved model (out_dir/model,
+    whole once there) and the log history."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -76,6 +78,7 @@ def warm_up(
         report_to="none",
         seed=seed,
         gradient_checkpointing=gradient_checkpointing,
+        bf16=amp,  # over fp32 weights: transformers autocasts the forward (accelerate's mixed precision)
         max_length=None,
         use_cpu=not torch.cuda.is_available(),
         dataset_num_proc=None,

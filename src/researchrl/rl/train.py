@@ -30,7 +30,7 @@ from researchrl.environment import EnvConfig, RunningEnvironment
 from researchrl.errors import ConfigError, UserError
 from researchrl.eval import behaviour
 from researchrl.eval.runner import evaluate
-from researchrl.records import trajectory_record, write_records
+from researchrl.records import iter_jsonl, trajectory_record, write_records
 from researchrl.rl import ranks
 from researchrl.rl.checkpoints import export_model, resumable
 from researchrl.rl.config import TrainConfig
@@ -83,7 +83,9 @@ class Run:
     """
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, say: Callable[[str], None] = print):
-        self.cfg = cfg
+        from researchrl.rl.precision import resolve_amp
+
+        self.cfg = cfg = resolve_amp(cfg)  # config.toml records whether training autocast
         self.dir = run_dir
         self.say = say if ranks.is_main() else lambda line: None
         self.threads = ranks.cpu_threads(cfg.threads)
@@ -127,8 +129,7 @@ class Run:
         from researchrl.eval.paired import compare
 
         files = {p: self.dir / f"eval_{p}.jsonl" for p in PHASES}
-        records = {p: [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-                   for p, f in files.items() if f.exists()}
+        records = {p: list(iter_jsonl(f)) for p, f in files.items() if f.exists()}
         paired = {f"{a} - {b}": compare([records[a]], [records[b]]) for a, b in COMPARED if a in records and b in records}
         if paired:
             write_text(self.dir / "paired.json", json.dumps(paired, indent=2))
@@ -158,7 +159,8 @@ class Run:
         started = time.perf_counter()
         model, _ = warm_up(base, rows, out, self.cfg.sft_epochs, self.cfg.sft_learning_rate,
                            micro_batch=self.cfg.micro_batch, seed=self.cfg.agent.seed,
-                           gradient_checkpointing=self.cfg.gradient_checkpointing)
+                           gradient_checkpointing=self.cfg.gradient_checkpointing,
+                           amp=bool(self.cfg.amp or self.cfg.bf16))
         ranks.barrier()  # main saved the model before anyone loads it
         self.say(f"warm-up done in {time.perf_counter() - started:.0f} s")
         return model
