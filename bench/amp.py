@@ -23,23 +23,12 @@ from typing import Any
 from researchrl.policy.embedded import resolve_model_path
 from researchrl.rl.precision import autocast, native_bf16
 from researchrl.sandbox.config import shared_data_dir
+from train_step import matmul_peak_gflops  # bench/ is the script's directory: one matmul probe for both benches
 
 
 def cpu_times() -> list[int]:
     """The machine's CPU time counters (/proc/stat), to report how much the hypervisor took (steal)."""
     return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-
-
-def matmul_gflops(dtype: Any, size: int = 2048, repeats: int = 8) -> float:
-    """Matmul throughput at `dtype` right now."""
-    import torch
-
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def sequences(tokenizer: Any, n: int, length: int) -> list[Any]:
@@ -101,7 +90,7 @@ def main() -> None:
     model.train()
     data = sequences(tokenizer, 1 + args.steps + 2, args.tokens)
     counters = cpu_times()
-    peaks = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    peaks = {"fp32": matmul_peak_gflops(), "bf16": matmul_peak_gflops(dtype=torch.bfloat16)}
     step_seconds(model, data[0], False)  # first passes build kernels: not timed
     step_seconds(model, data[0], True)
     times: dict[str, list[float]] = {"fp32": [], "amp": []}

@@ -33,11 +33,11 @@ PARAMS = 134_515_008  # SmolLM2-135M (tied embeddings counted once)
 GB = 1024**3
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """FP32 matmul throughput of this machine right now (taken before and after the steps: cores are shared)."""
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10, dtype: Any = None) -> float:
+    """Matmul throughput of this machine right now, fp32 unless `dtype` (taken before and after: cores are shared)."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(2):
         a @ b
     start = time.perf_counter()
