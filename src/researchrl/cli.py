@@ -81,10 +81,6 @@ def ask(
     """Run one research episode and print every turn: think, tool calls, observations, answer (--file: a batch to JSONL)."""
     from researchrl.resolve import EPISODE_FLAGS, resolve_flags
 
-    values = {"search": search, "search_url": search_url, "corpus": corpus, "reader": reader, "reader_url": reader_url,
-              "reader_model": reader_model, "reader_max_tokens": reader_max_tokens, "web": web, "cache": cache,
-              "protocol": protocol, "max_turns": max_turns, "max_new_tokens": max_new_tokens, "max_context_tokens": max_context_tokens,
-              "temperature": temperature}
     with options.exit_on_known():
         if (question is None) == (file_ is None):
             raise UserError("give a question or --file" + (", not both" if question is not None else ""))
@@ -98,7 +94,7 @@ def ask(
             check_file(save, "--save")  # before the episode, so its result is not lost
         if protocol not in ("deepresearcher", "search_r1"):
             raise ConfigError(f"--protocol must be deepresearcher or search_r1, not {protocol!r}")
-        chosen = resolve_flags(ctx, EPISODE_FLAGS, values, run, phase, config, set_, model)
+        chosen = resolve_flags(ctx, EPISODE_FLAGS, run, phase, config, set_, model)
         if file_ is not None:
             from researchrl.answers import AnswerJob, answer_file
 

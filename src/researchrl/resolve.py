@@ -57,13 +57,14 @@ def applied(ctx: typer.Context, names: list[str], over_base: bool) -> set[str]:
 
 
 def resolve_flags(
-    ctx: typer.Context, flag_map: dict[str, str], values: dict[str, Any], run: Path | None, phase: str,
-    config: Path | None, sets: list[str], model: str | None,
+    ctx: typer.Context, flag_map: dict[str, str], run: Path | None, phase: str, config: Path | None, sets: list[str],
+    model: str | None,
 ) -> Resolved:
-    """`resolve` from a command's flags: `values` by flag name, `flag_map` from flag name to the setting it sets."""
+    """`resolve` from a command's flags: `flag_map` from flag name to the setting it sets (the flags it lacks are skipped)."""
     from researchrl.config import nest
 
-    apply = applied(ctx, [*flag_map, "model"], over_base=run is not None or config is not None)
+    values = {name: ctx.params[name] for name in flag_map if name in ctx.params}
+    apply = applied(ctx, [*values, "model"], over_base=run is not None or config is not None)
     flags = {flag_map[name]: value for name, value in values.items() if value is not None and name in apply}
     return resolve(run, phase, config, nest(flags), sets, model if "model" in apply else None)
 

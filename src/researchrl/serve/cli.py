@@ -58,10 +58,6 @@ def agent_command(
     from researchrl.resolve import EPISODE_FLAGS, resolve_flags
     from researchrl.web.redact import secret_env
 
-    values = {"search": search, "search_url": search_url, "corpus": corpus, "reader": reader, "reader_url": reader_url,
-              "reader_model": reader_model, "reader_max_tokens": reader_max_tokens, "web": web, "cache": cache,
-              "protocol": protocol, "max_turns": max_turns, "max_new_tokens": max_new_tokens, "max_context_tokens": max_context_tokens,
-              "temperature": temperature}
     with options.exit_on_known():
         if protocol not in ("deepresearcher", "search_r1"):
             raise ConfigError(f"--protocol must be deepresearcher or search_r1, not {protocol!r}")
@@ -70,7 +66,7 @@ def agent_command(
             raise UserError(f"--token-env {token_env}: that environment variable is empty or unset")
         if log is not None:
             check_file(log, "--log")
-        chosen = resolve_flags(ctx, EPISODE_FLAGS, values, run, phase, config, set_, model)
+        chosen = resolve_flags(ctx, EPISODE_FLAGS, run, phase, config, set_, model)
         listener = listen(host, port)
         from researchrl.serve.agent import ServeConfig, build_app, service_factory
 

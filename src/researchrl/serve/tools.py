@@ -332,15 +332,12 @@ def tools_command(
     """Serve web_search and browse_webpage to MCP clients, over the same cached, guarded, budgeted web as training."""
     from researchrl.resolve import EPISODE_FLAGS, resolve_flags
 
-    values = {"search": search, "search_url": search_url, "corpus": corpus, "reader": reader, "reader_url": reader_url,
-              "reader_model": reader_model, "reader_max_tokens": reader_max_tokens, "web": web, "cache": cache}
-    flags = {name: EPISODE_FLAGS[name] for name in values}
     with options.exit_on_known():
         if transport not in TRANSPORTS:
             raise ConfigError(f"--transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
         if not path.startswith("/"):
             raise ConfigError(f"--path must start with '/', not {path!r}")
-        env = resolve_flags(ctx, flags, values, None, "after", config, set_, None).env
+        env = resolve_flags(ctx, EPISODE_FLAGS, None, "after", config, set_, None).env
         server = build_server(env)
         if transport == "stdio":
             asyncio.run(check_environment(env))
