@@ -2,10 +2,11 @@
 
 Each seed is the main job itself, `researchrl train` with the default preset (`--set agent.seed=S`; transformers
 rollouts, as a fresh `scripts/setup.sh` has no vLLM), in a subprocess; `--runs` adds run directories that
-already exist (e.g. the README's main job). Per phase (before / after_sft / after) it reports each seed's
-eval.json figures, and over the seeds: the mean of every metric and behaviour with a bootstrap 95 % interval over
-the held-out questions (each question's value averaged over the seeds first), and the paired differences
-after - after_sft and after_sft - before (`researchrl.eval.paired`). Writes bench/results/recipe.json.
+already exist (e.g. the README's main job). Per run it reports eval.json's figures per phase (before / after_sft /
+after) and GRPO's steps (seconds, training reward and F1); over the runs, the mean of every metric and behaviour
+with a bootstrap 95 % interval over the held-out questions (each question's value averaged over the seeds first),
+and the paired differences after - after_sft and after_sft - before (`researchrl.eval.paired`). Writes
+bench/results/recipe.json.
 
     .venv/bin/python bench/recipe.py [--seeds 0 1 2] [--root runs/recipe] [--runs RUN_DIR ...] [--set KEY=VALUE ...]
 
@@ -70,6 +71,15 @@ def pooled(runs: list[Path], phase: str) -> dict[str, dict[str, float]]:
     return {name: interval(averaged([s[name] for s in seeds])) for name in PER_EPISODE}
 
 
+def grpo_steps(run: Path) -> list[dict[str, float]]:
+    """Each GRPO step's seconds and training-rollout figures, from the run's metrics.jsonl (none if it has none)."""
+    log = run / "metrics.jsonl"
+    keys = {"rollout_s": "seconds/rollout", "update_s": "seconds/update", "reward": "reward", "f1": "rewards/f1/mean",
+            "format_ok": "rewards/format_ok/mean", "turns": "rewards/turns/mean"}
+    return [{name: round(line[key], 3) for name, key in keys.items() if key in line}
+            for line in iter_jsonl(log)] if log.exists() else []
+
+
 def summary(runs: list[Path], walls: dict[str, float | None]) -> dict[str, Any]:
     """Everything recipe.json holds."""
     evals = [json.loads((run / "eval.json").read_text()) for run in runs]
@@ -80,7 +90,7 @@ def summary(runs: list[Path], walls: dict[str, float | None]) -> dict[str, Any]:
         "command": " ".join(["bench/recipe.py", *sys.argv[1:]]),
         "cores": os.cpu_count(),
         "runs": [{"dir": str(run), "wall_s": walls.get(str(run)),
-                  "phases": {p: e[p] for p in PHASES if p in e}} for run, e in zip(runs, evals)],
+                  "phases": {p: e[p] for p in PHASES if p in e}, "grpo_steps": grpo_steps(run)} for run, e in zip(runs, evals)],
         "pooled": {p: pooled(runs, p) for p in phases},
         "paired": {f"{a} - {b}": compare(records[a], records[b]) for a, b in (("after", "after_sft"), ("after_sft", "before"))
                    if a in records and b in records},
