@@ -49,8 +49,9 @@ def padded_batch():  # noqa: ANN201
     return ids.masked_fill(mask == 0, 0), mask, 9
 
 
+@pytest.mark.parametrize("fused_head", [True, False], ids=["trl-fused-head", "own-head"])
 @pytest.mark.parametrize("batch_size", [1, 2, 3])
-def test_cut_padding_and_small_tiles_give_trls_log_probs_and_entropies(trainer, batch_size: int) -> None:  # noqa: ANN001
+def test_cut_padding_and_either_head_give_trls_log_probs_and_entropies(trainer, batch_size: int, fused_head: bool) -> None:  # noqa: ANN001
     import torch
     import trl.trainer.utils as trl_utils
     from trl import GRPOTrainer
@@ -63,10 +64,14 @@ def test_cut_padding_and_small_tiles_give_trls_log_probs_and_entropies(trainer, 
     trl_scores = GRPOTrainer._get_per_token_logps_and_entropies  # TRL's own, on the whole padded width
     want_lp, want_entropy, _ = trl_scores(lean, model, ids, mask, keep, batch_size, compute_entropy=True)
     default = trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE
-    with logprob_chunk(1000):
-        assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == 1000
-        lp, entropy, _ = lean._get_per_token_logps_and_entropies(model, ids, mask, keep, batch_size,
-                                                                 compute_entropy=True)
+    lean.fused_head = fused_head
+    try:
+        with logprob_chunk(1000):
+            assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == 1000
+            lp, entropy, _ = lean._get_per_token_logps_and_entropies(model, ids, mask, keep, batch_size,
+                                                                     compute_entropy=True)
+    finally:
+        lean.fused_head = True
     assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == default
     scored = mask[:, -keep:].bool()
     assert lp.shape == want_lp.shape == entropy.shape
@@ -141,3 +146,23 @@ def test_amp_unset_follows_the_cpu_and_explicit_settings_win() -> None:
     assert resolve_amp(TrainConfig(use_vllm=True)).amp is False  # the server samples in fp32: TRL's IS ratio stays exact
     assert resolve_amp(TrainConfig(amp=False)).amp is False
     assert resolve_amp(TrainConfig(amp=True)).amp is True
+
+
+def test_the_own_head_is_used_on_cpu_and_only_for_models_whose_logits_are_the_heads(trainer) -> None:  # noqa: ANN001
+    import copy
+
+    import torch
+
+    from researchrl.rl.config import TrainConfig
+    from researchrl.rl.lm_head import plain_head_fits, resolve_lm_head
+
+    assert resolve_lm_head(TrainConfig()).fused_lm_head is torch.cuda.is_available()
+    assert resolve_lm_head(TrainConfig(fused_lm_head=True)).fused_lm_head is True
+    assert resolve_lm_head(TrainConfig(fused_lm_head=False)).fused_lm_head is False
+    lean, _ = trainer
+    assert plain_head_fits(lean.model)
+    capped = copy.deepcopy(lean.model)
+    capped.config.final_logit_softcapping = 30.0  # Gemma-2 style: TRL's fused head applies it, the own head would not
+    assert not plain_head_fits(capped)
+    capped.config.final_logit_softcapping, capped.config.logit_scale = None, 0.5
+    assert not plain_head_fits(capped)

@@ -41,6 +41,7 @@ def run(tmp_path_factory, shared_data):  # noqa: ANN001, ANN201
     from researchrl.policy.tokenizers import HFChatTokenizer
     from researchrl.rl.expert import demonstrations
     from researchrl.rl.grpo import run_grpo
+    from researchrl.rl.lm_head import resolve_lm_head
     from researchrl.rl.precision import resolve_amp
     from researchrl.rl.rollout import Rollout
     from researchrl.rl.sft import sft_rows, warm_up
@@ -51,7 +52,7 @@ def run(tmp_path_factory, shared_data):  # noqa: ANN001, ANN201
     base = str(embedded_checkpoint())
     demos = demonstrations(questions, HFChatTokenizer(AutoTokenizer.from_pretrained(base)), env, CFG.greedy_agent(), 4)
     sft_model, _ = warm_up(base, sft_rows(demos), root / "sft", epochs=1, learning_rate=CFG.sft_learning_rate,
-                           amp=bool(resolve_amp(CFG).amp))
+                           amp=bool(resolve_amp(CFG).amp), fused_lm_head=bool(resolve_lm_head(CFG).fused_lm_head))
     a = root / "a"
     rollout = Rollout(questions, env, CFG.agent, log_path=a / "trajectories.jsonl")
     a.mkdir()

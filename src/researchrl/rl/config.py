@@ -48,6 +48,7 @@ class TrainConfig:
     micro_batch: int = 1  # sequences per forward/backward (gradient accumulation covers the rest)
     gradient_checkpointing: bool = True  # recompute activations in the backward pass: less memory, no slower on CPU
     logprob_chunk: int | None = None  # vocabulary rows TRL's fused LM head projects at a time; None = TRL's 32768
+    fused_lm_head: bool | None = None  # TRL's fused LM head (else the model's own, scored positions only); None: on a GPU
     reload_reference: bool = False  # KL reference weights read from disk for its pass, not held (the cpu preset: on)
     save_steps: int = 2  # checkpoint every N GRPO steps (resume with --resume)
     warmup: bool = True  # SFT on scripted expert trajectories before GRPO; the paper (7B) trains without

@@ -4,6 +4,8 @@ LeanGRPOTrainer computes what TRL computes in less memory; bench/train_step.py m
 ~1.2k-token trajectories, two steps: peak RSS 6.1 GB before, 3.4 GB after, the update 82 s before, 63 s after):
 - TRL's fused LM head projects `logprob_chunk` vocabulary rows at a time: its 32768 (of SmolLM2's 49152) left ~2 GB
   of fp32 temporaries per 1.5k-token sequence on CPU, where it has no Triton kernel (-0.9 GB; the head 2.5x faster);
+  with `fused_lm_head` off (the default on CPU) the model's own head scores the completion positions instead
+  (rl/lm_head.py);
 - each forward (policy, reference) is cut to the columns its micro-batch uses: TRL pads a whole generation batch to
   its longest prompt plus its longest completion, so a short trajectory was scored at the longest one's length;
 - with `reload_reference` the KL reference model holds its weights only for its one pass per step (-0.66 GB);
@@ -31,6 +33,7 @@ from researchrl.policy.vllm_server import VLLMServer
 from researchrl.rl import ranks
 from researchrl.rl.checkpoints import save_final
 from researchrl.rl.config import TrainConfig
+from researchrl.rl.lm_head import plain_head_fits, resolve_lm_head, scored_logits
 from researchrl.rl.precision import autocast, resolve_amp
 from researchrl.rl.rewards import REWARD_FUNCS, REWARD_WEIGHTS
 from researchrl.rl.rollout import Rollout
@@ -134,6 +137,7 @@ class LeanGRPOTrainer(GRPOTrainer):
 
     reference_path: str | None = None  # reload the reference weights from here for each reference pass
     amp = False  # score (policy and reference forwards, and so their backward) under bf16 autocast
+    fused_head = True  # TRL's fused LM head; False: the model's own over the completion positions (rl/lm_head.py)
 
     def _generate(self, prompts: list[Any]) -> Any:
         """TRL's generation (our rollout_func); the memory it freed then goes back to the OS before the update."""
@@ -203,6 +207,8 @@ class LeanGRPOTrainer(GRPOTrainer):
         if any(value is not None for value in multimodal.values()):  # image inputs are indexed by row: TRL's own path
             return score(model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
                          compute_aux_loss, **multimodal)
+        if not (self.fused_head or compute_aux_loss) and plain_head_fits(model):  # MoE aux losses come from TRL's
+            score = self._plain_scores
         batch_size = batch_size or input_ids.size(0)
         prompt_width = input_ids.size(1) - logits_to_keep
         logps, entropies, aux_losses = [], [], []
@@ -221,6 +227,20 @@ class LeanGRPOTrainer(GRPOTrainer):
                 aux_losses.append(aux)
         return (torch.cat(logps), torch.cat(entropies) if compute_entropy else None,
                 torch.stack(aux_losses).mean() if compute_aux_loss else None)
+
+    def _plain_scores(
+        self, model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int, compute_entropy: bool = False,
+        compute_aux_loss: bool = False,
+    ) -> tuple[Any, Any, None]:
+        """TRL's log-probs (and entropies) of the last `logits_to_keep` tokens, from the model's own head in fp32."""
+        from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
+
+        logits = scored_logits(model, input_ids, attention_mask, logits_to_keep)
+        tokens, scored = input_ids[:, -logits_to_keep:], attention_mask[:, -logits_to_keep:]
+        if compute_entropy:
+            logps, entropy = selective_log_softmax_and_entropy(logits, tokens, temperature=self.temperature, row_mask=scored)
+            return logps, entropy, None
+        return selective_log_softmax(logits, tokens, temperature=self.temperature, row_mask=scored), None, None
 
 
 def release_free_memory() -> None:
@@ -280,7 +300,8 @@ def run_grpo(
             raise ConfigError("reload_reference needs the whole reference model in each process: not DeepSpeed or FSDP")
         trainer.reference_path = model_path
         trainer.release_reference()
-    trainer.amp = bool(resolve_amp(cfg).amp)  # Run resolved it already; direct callers get the same rule
+    trainer.amp = bool(resolve_amp(cfg).amp)  # Run resolved both already; direct callers get the same rules
+    trainer.fused_head = bool(resolve_lm_head(cfg).fused_lm_head)
     if rollout.vllm is not None:
         attach(trainer, rollout.vllm, server, cfg.vllm_sync_tolerance)
     with logprob_chunk(cfg.logprob_chunk):

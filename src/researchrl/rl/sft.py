@@ -54,13 +54,17 @@ def warm_up(
     seed: int = 0,
     gradient_checkpointing: bool = False,
     amp: bool = False,
+    fused_lm_head: bool = True,
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """Fine-tune `model_path` on `rows` (`amp`: bf16 autocast, fp32 weights); returns the saved model (out_dir/model,
-    whole once there) and the log history."""
+    """Fine-tune `model_path` on `rows` (`amp`: bf16 autocast, fp32 weights; `fused_lm_head`: TRL's loss, else the
+    model's own head, rl/lm_head.py); returns the saved model (out_dir/model, whole once there) and the log history."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
+
+    from researchrl.rl.lm_head import plain_head_fits
+    from researchrl.rl.sft_trainer import PlainHeadSFTTrainer
 
     if not rows:
         raise UserError("the warm-up has no demonstrations (the expert found no grounded answers)")
@@ -83,7 +87,8 @@ def warm_up(
         use_cpu=not torch.cuda.is_available(),
         dataset_num_proc=None,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    trainer_class = SFTTrainer if fused_lm_head or not plain_head_fits(model) else PlainHeadSFTTrainer
+    trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     trainer.train()
     save_final(trainer, tokenizer, out_dir / "model", {"log_history.json": json.dumps(trainer.state.log_history, indent=1)})
     return out_dir / "model", trainer.state.log_history

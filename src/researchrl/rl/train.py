@@ -83,9 +83,10 @@ class Run:
     """
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, say: Callable[[str], None] = print):
+        from researchrl.rl.lm_head import resolve_lm_head
         from researchrl.rl.precision import resolve_amp
 
-        self.cfg = cfg = resolve_amp(cfg)  # config.toml records whether training autocast
+        self.cfg = cfg = resolve_lm_head(resolve_amp(cfg))  # config.toml records how training computed
         self.dir = run_dir
         self.say = say if ranks.is_main() else lambda line: None
         self.threads = ranks.cpu_threads(cfg.threads)
@@ -160,7 +161,7 @@ class Run:
         model, _ = warm_up(base, rows, out, self.cfg.sft_epochs, self.cfg.sft_learning_rate,
                            micro_batch=self.cfg.micro_batch, seed=self.cfg.agent.seed,
                            gradient_checkpointing=self.cfg.gradient_checkpointing,
-                           amp=bool(self.cfg.amp or self.cfg.bf16))
+                           amp=bool(self.cfg.amp or self.cfg.bf16), fused_lm_head=bool(self.cfg.fused_lm_head))
         ranks.barrier()  # main saved the model before anyone loads it
         self.say(f"warm-up done in {time.perf_counter() - started:.0f} s")
         return model
