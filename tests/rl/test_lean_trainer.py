@@ -1,5 +1,5 @@
-"""LeanGRPOTrainer scores tokens as TRL does, in less memory: cut padding, a smaller LM-head tile, a reference model
-read from disk for its pass. A 2-layer Llama with SmolLM2's tokenizer keeps it to seconds."""
+"""LeanGRPOTrainer scores tokens as TRL does, in less memory: cut padding, a smaller LM-head tile or the model's own
+head, a reference model read from disk for its pass. The 2-layer Llama of tests/rl/conftest.py keeps it to seconds."""
 
 from __future__ import annotations
 
@@ -9,31 +9,23 @@ pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
-def trainer(tmp_path_factory):  # noqa: ANN001, ANN201
+def trainer(tmp_path_factory, tiny_llama):  # noqa: ANN001, ANN201
     pytest.importorskip("trl")
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig
 
-    from researchrl.policy.embedded import embedded_checkpoint
     from researchrl.rl.grpo import LeanGRPOTrainer
 
     root = tmp_path_factory.mktemp("lean")
-    tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint())
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
     args = GRPOConfig(output_dir=str(root / "out"), per_device_train_batch_size=2, num_generations=2, beta=0.001,
                       use_cpu=True, report_to="none", max_steps=1, disable_dropout=True, bf16=False)  # TRL defaults to bf16
     lean = LeanGRPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(root / "model"), args=args,
+        model=AutoModelForCausalLM.from_pretrained(tiny_llama), args=args,
         reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
-        train_dataset=Dataset.from_list([{"prompt": "q"}] * 2), processing_class=tokenizer,
+        train_dataset=Dataset.from_list([{"prompt": "q"}] * 2), processing_class=AutoTokenizer.from_pretrained(tiny_llama),
     )
-    return lean, str(root / "model")
+    return lean, str(tiny_llama)
 
 
 def padded_batch():  # noqa: ANN201

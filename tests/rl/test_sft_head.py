@@ -1,4 +1,4 @@
-"""The warm-up's own-head loss (PlainHeadSFTTrainer) is TRL's SFT loss: same value, same gradient, on a 2-layer Llama."""
+"""The warm-up's own-head loss (PlainHeadSFTTrainer) is TRL's SFT loss: same value, same gradient (tiny Llama)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,18 @@ import pytest
 pytestmark = pytest.mark.model
 
 
-def test_the_own_head_loss_and_gradient_equal_trls_sft_loss(tmp_path) -> None:  # noqa: ANN001
+def test_the_own_head_loss_and_gradient_equal_trls_sft_loss(tmp_path, tiny_llama) -> None:  # noqa: ANN001
     pytest.importorskip("trl")
     import torch
     from datasets import Dataset
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from researchrl.policy.embedded import embedded_checkpoint
     from researchrl.rl.sft_trainer import PlainHeadSFTTrainer
 
-    tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint())
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
-    model = LlamaForCausalLM(config)
     # two demonstrations of different lengths: a prompt (-100), sampled tokens, an observation (-100), sampled tokens
     rows = []
     for prompt, first, observation, last in ((7, 4, 5, 3), (3, 6, 2, 5)):
