@@ -207,7 +207,8 @@ class LeanGRPOTrainer(GRPOTrainer):
         if any(value is not None for value in multimodal.values()):  # image inputs are indexed by row: TRL's own path
             return score(model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
                          compute_aux_loss, **multimodal)
-        if not (self.fused_head or compute_aux_loss) and plain_head_fits(model):  # MoE aux losses come from TRL's
+        # MoE aux losses come from TRL's head; `model` may be DDP-wrapped
+        if not (self.fused_head or compute_aux_loss) and plain_head_fits(self.accelerator.unwrap_model(model)):
             score = self._plain_scores
         batch_size = batch_size or input_ids.size(0)
         prompt_width = input_ids.size(1) - logits_to_keep

@@ -34,12 +34,36 @@ def plain_head_fits(model: Any) -> bool:
 
 
 def scored_logits(model: Any, input_ids: Any, attention_mask: Any, keep: int) -> Any:
-    """fp32 logits predicting the last `keep` tokens of each row: the backbone once, the head over those positions only."""
+    """fp32 logits predicting the last `keep` tokens of each row, called through `model` (a DDP wrapper too, whose
+    forward must run for its gradients to be reduced): the backbone once, the head over those positions only."""
+    from accelerate.utils import extract_model_from_parallel
+
+    base = extract_model_from_parallel(model)
+    if not getattr(base, "scores_positions", False):
+        add_scored_forward(base)
+    return model(input_ids=input_ids, attention_mask=attention_mask, scored_positions=keep)
+
+
+def add_scored_forward(model: Any) -> None:
+    """Let `model(..., scored_positions=k)` return `scored_logits`'s logits; without it the forward is the original
+    one (TRL patches its fused head in the same way, `trl.trainer.utils.add_fused_lm_head`)."""
+    import functools
+    import types
+
     import torch
     import torch.nn.functional as F
 
-    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-    head = model.get_output_embeddings()
-    bias = None if head.bias is None else head.bias.float()
-    with torch.autocast(hidden.device.type, enabled=False):
-        return F.linear(hidden[:, -keep - 1 : -1].float(), head.weight.float(), bias)
+    original = model.forward
+
+    @functools.wraps(type(model).forward)  # generate validates its keyword arguments against this signature
+    def forward(self: Any, *args: Any, scored_positions: int | None = None, **kwargs: Any) -> Any:
+        if scored_positions is None:
+            return original(*args, **kwargs)
+        hidden = self.get_decoder()(*args, use_cache=False, **kwargs).last_hidden_state
+        head = self.get_output_embeddings()
+        bias = None if head.bias is None else head.bias.float()
+        with torch.autocast(hidden.device.type, enabled=False):
+            return F.linear(hidden[:, -scored_positions - 1 : -1].float(), head.weight.float(), bias)
+
+    model.forward = types.MethodType(forward, model)
+    model.scores_positions = True
