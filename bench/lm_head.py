@@ -1,7 +1,7 @@
 """Training's LM head on CPU: TRL's fused LM head against the model's own head (`fused_lm_head`), GRPO and warm-up.
 
-GRPO: one forward+backward of LeanGRPOTrainer's policy log-probs (as GRPO's update runs it: gradient checkpointing,
-one sequence per micro-batch) on the embedded model, for a sequence shaped like a trajectory: --prompt-tokens of
+GRPO: one forward+backward of LeanGRPOTrainer's policy log-probs (with gradient checkpointing, one sequence per
+micro-batch) on the embedded model, for a sequence shaped like a trajectory: --prompt-tokens of
 prompt, then --completion-tokens scored, of real Wikipedia text, fp32 and amp. Warm-up: one forward+backward of
 the SFT loss on the same sequence (the prompt's labels -100), TRL's SFTTrainer against PlainHeadSFTTrainer, amp.
 The six arms take turns in this process, --repeats rounds, so a change in the machine's load hits every arm; the

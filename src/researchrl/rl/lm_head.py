@@ -38,7 +38,7 @@ def scored_logits(model: Any, input_ids: Any, attention_mask: Any, keep: int) ->
     forward must run for its gradients to be reduced): the backbone once, the head over those positions only."""
     from accelerate.utils import extract_model_from_parallel
 
-    base = extract_model_from_parallel(model)
+    base = extract_model_from_parallel(model, keep_torch_compile=False)
     if not getattr(base, "scores_positions", False):
         add_scored_forward(base)
     return model(input_ids=input_ids, attention_mask=attention_mask, scored_positions=keep)
