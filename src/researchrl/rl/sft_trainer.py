@@ -22,7 +22,7 @@ class PlainHeadSFTTrainer(SFTTrainer):
         labels = inputs["labels"]
         labelled = (labels != -100).any(dim=0).nonzero().flatten()
         keep = labels.size(1) - max(int(labelled[0]) if len(labelled) else labels.size(1) - 1, 1)
-        with self.accelerator.autocast():  # accelerate autocasts the forward it wrapped; scored_logits takes another path
+        with self.accelerator.autocast():  # the scored path bypasses the forward accelerate wrapped in its autocast
             logits = scored_logits(model, inputs["input_ids"], inputs.get("attention_mask"), keep)
         targets = labels[:, -keep:]
         total = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
