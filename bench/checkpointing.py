@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from amp import cpu_times, sequences  # bench/ is the script's directory
-from lm_head import score, sft_step, sft_trainers, trainer
+from lm_head import score, sft_loss, sft_step, sft_trainers, trainer
 from train_step import RssSampler
 
 from researchrl.policy.embedded import resolve_model_path
@@ -86,10 +86,7 @@ def main() -> None:
         grads = {}
         for on in (True, False):  # the warm-up's gradient either way (sft_step clears it, so recompute here)
             checkpointed(warm.model, on)
-            labels = ids.clone()
-            labels[:, :-keep] = -100
-            with warm.accelerator.autocast():
-                warm.compute_loss(warm.model, {"input_ids": ids, "attention_mask": ids.new_ones(ids.shape), "labels": labels}).backward()
+            sft_loss(warm, ids, keep).backward()
             grads[on] = gradient(warm.model)
     busy = [b - a for a, b in zip(stat, after)]
     median = {name: statistics.median(s) for name, s in seconds.items()}

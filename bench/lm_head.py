@@ -66,15 +66,20 @@ def sft_trainers(path: str, out: str) -> dict[str, Any]:
             for name, cls in (("fused", SFTTrainer), ("own", PlainHeadSFTTrainer))}
 
 
-def sft_step(sft: Any, ids: Any, keep: int) -> tuple[float, Any]:
-    """Seconds of one warm-up loss forward+backward under the trainer's autocast, and the loss."""
+def sft_loss(sft: Any, ids: Any, keep: int) -> Any:
+    """The warm-up's loss on `ids`, its last `keep` tokens labelled, under the trainer's autocast."""
     import torch
 
     labels = ids.clone()
     labels[:, :-keep] = -100
-    start = time.perf_counter()
     with sft.accelerator.autocast():  # what the warm-up's prepared model.forward runs under
-        loss = sft.compute_loss(sft.model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
+        return sft.compute_loss(sft.model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
+
+
+def sft_step(sft: Any, ids: Any, keep: int) -> tuple[float, Any]:
+    """Seconds of one warm-up loss forward+backward under the trainer's autocast, and the loss."""
+    start = time.perf_counter()
+    loss = sft_loss(sft, ids, keep)
     loss.backward()
     sft.model.zero_grad(set_to_none=True)
     return time.perf_counter() - start, loss.detach()
