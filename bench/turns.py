@@ -46,6 +46,13 @@ async def turns(policy: HFPolicy, starts: list[list[int]], observations: list[li
             "final_context_tokens": sum(map(len, contexts)) // len(contexts), "streams": streams}
 
 
+def passage_observations(tok: Any, n: int, tokens: int) -> list[list[int]]:
+    """`n` tool responses of about `tokens` tokens each (corpus passages), closing one turn and opening the next."""
+    passages = [json.loads(line)["text"] for line in (shared_data_dir() / "wiki" / "passages.jsonl").open()][:n]
+    return [tok.hf.encode(f"<|im_end|>\n<|im_start|>user\n<tool_response>\n{p}")[:tokens]
+            + tok.hf.encode("\n</tool_response><|im_end|>\n<|im_start|>assistant\n") for p in passages]
+
+
 def decode_step(policy: HFPolicy, rows: int, context: int, growing: bool, steps: int = 6) -> float:
     """Milliseconds per decoded token at `rows` x `context` cached tokens through one kind of cache."""
     import torch
@@ -92,9 +99,7 @@ def main() -> None:
     questions = load_questions(shared_data_dir() / "wiki" / "questions.jsonl")[: args.rows]
     protocol = DeepResearcherProtocol()
     starts = [render.start(tok, protocol, q.question, [WEB_SEARCH_SCHEMA, BROWSE_WEBPAGE_SCHEMA]).ids for q in questions]
-    passages = [json.loads(line)["text"] for line in (shared_data_dir() / "wiki" / "passages.jsonl").open()][: args.rows]
-    observations = [tok.hf.encode(f"<|im_end|>\n<|im_start|>user\n<tool_response>\n{p}")[: args.observation_tokens]
-                    + tok.hf.encode("\n</tool_response><|im_end|>\n<|im_start|>assistant\n") for p in passages]
+    observations = passage_observations(tok, args.rows, args.observation_tokens)
     greedy = Sampling(temperature=0.0, max_new_tokens=args.max_new_tokens)
     full = HFPolicy(policy.model, tok.hf, max_batch=args.rows, turn_cache_bytes=0)
     reused = HFPolicy(policy.model, tok.hf, max_batch=args.rows)

@@ -118,6 +118,65 @@ async def test_next_turn_from_the_turn_cache_equals_a_full_prefill(policy) -> No
         assert max(abs(p - q) for p, q in zip(x.logprobs, y.logprobs)) < 1e-3
 
 
+async def test_finished_rows_leave_the_batch_and_change_nothing_but_work(policy) -> None:  # noqa: ANN001
+    """Rows of different budgets: each leaves the decode when done (the batch is compacted), yet every row samples
+    what it samples when all rows decode to the last, and its KV, taken at its own batch index, serves its next turn."""
+    from researchrl.policy.hf import HFPolicy
+
+    questions = [*QUESTIONS, "Which river flows through Vienna?"]
+    budgets = [4, 24, 9, 14]  # the first and third rows finish early: the batch shrinks twice, rows change index
+    ctxs = contexts(policy, questions)
+    retiring = HFPolicy(policy.model, policy.tokenizer.hf)
+    everyone = HFPolicy(policy.model, policy.tokenizer.hf, retire=False, turn_cache_bytes=0)
+    a = await asyncio.gather(*(retiring.generate(c, Sampling(temperature=0.0, max_new_tokens=n)) for c, n in zip(ctxs, budgets)))
+    b = await asyncio.gather(*(everyone.generate(c, Sampling(temperature=0.0, max_new_tokens=n)) for c, n in zip(ctxs, budgets)))
+    assert [len(x.token_ids) for x in b] == budgets and retiring.batch_sizes == {4: 1}
+    for x, y in zip(a, b):
+        assert x.token_ids == y.token_ids and x.finish_reason == y.finish_reason == "length"
+        assert max(abs(p - q) for p, q in zip(x.logprobs, y.logprobs)) < 1e-3
+    assert everyone.row_steps == 4 * 23 and retiring.row_steps < 0.7 * everyone.row_steps
+    second = [
+        Context(c.ids + s.token_ids + policy.tokenizer.hf.encode(f"<|im_start|>user\nNo results for {q}<|im_end|>\n<|im_start|>assistant\n"), c.messages, "")
+        for c, s, q in zip(ctxs, a, questions)
+    ]
+    greedy = Sampling(temperature=0.0, max_new_tokens=12)
+    reused = await asyncio.gather(*(retiring.generate(c, greedy) for c in second))
+    assert retiring._turns.hits == 4  # every row's KV was kept when it finished
+    full = await asyncio.gather(*(everyone.generate(c, greedy) for c in second))
+    for x, y in zip(reused, full):
+        assert x.token_ids == y.token_ids
+        assert max(abs(p - q) for p, q in zip(x.logprobs, y.logprobs)) < 1e-3
+
+
+async def test_a_tiny_top_p_keeps_only_the_most_likely_token(policy) -> None:  # noqa: ANN001
+    ctx = contexts(policy, QUESTIONS[:1])[0]
+    greedy = await policy.generate(ctx, Sampling(temperature=0.0, max_new_tokens=12))
+    nucleus = await policy.generate(ctx, Sampling(temperature=1.0, top_p=1e-6, max_new_tokens=12, seed=5))
+    assert nucleus.token_ids == greedy.token_ids
+    free = [await policy.generate(ctx, Sampling(temperature=1.0, max_new_tokens=12, seed=s)) for s in range(4)]
+    assert any(f.token_ids != greedy.token_ids for f in free)  # without the cut, sampling does leave the greedy path
+
+
+async def test_cascade_samples_what_a_prefix_copied_into_every_row_does(policy) -> None:  # noqa: ANN001
+    """Two turns of rows sharing the ~700-token system prompt, the second from the turn cache, padded both times."""
+    from researchrl.policy.hf import HFPolicy
+
+    cascade = HFPolicy(policy.model, policy.tokenizer.hf)
+    copied = HFPolicy(policy.model, policy.tokenizer.hf, cascade=False)
+    ctxs = contexts(policy, QUESTIONS)
+    budgets = [Sampling(temperature=0.0, max_new_tokens=n) for n in (5, 12, 8)]
+    results = []
+    for p in (cascade, copied):
+        first = await asyncio.gather(*(p.generate(c, b) for c, b in zip(ctxs, budgets)))
+        follow = [Context(c.ids + f.token_ids + policy.tokenizer.hf.encode(f"<|im_start|>user\n{'No results. ' * i}<|im_end|>\n<|im_start|>assistant\n"), [], "")
+                  for i, (c, f) in enumerate(zip(ctxs, first))]
+        results.append(first + await asyncio.gather(*(p.generate(f, Sampling(temperature=0.0, max_new_tokens=8)) for f in follow)))
+    assert cascade.cascade and cascade._turns.hits == 3 and cascade._prefix is not None and len(cascade._prefix[0]) > 500
+    for a, b in zip(*results):
+        assert a.token_ids == b.token_ids
+        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-3
+
+
 def test_turn_cache_is_bounded_and_takes_the_longest_prefix() -> None:
     torch = pytest.importorskip("torch")
     from researchrl.policy.kvcache import RowKV, TurnCache

@@ -1,4 +1,4 @@
-"""A local transformers policy that batches every concurrent episode's turn into one `generate` call."""
+"""A local transformers policy that batches every concurrent episode's turn into one decode (policy/decode.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 
 from researchrl.errors import MissingDependency
 from researchrl.policy.base import Context, Sample, Sampling
+from researchrl.policy.cascade import fits
+from researchrl.policy.decode import Decoded, decode
 from researchrl.policy.tokenizers import HFChatTokenizer
 
 MIN_PREFIX = 32  # shorter shared prefixes are not worth a cache
@@ -30,36 +32,18 @@ class _Request:
     future: asyncio.Future[Sample]
 
 
-class _LogprobRecorder:
-    """Logits processor keeping one step of log-softmax so memory stays O(batch x vocab), not O(steps x vocab)."""
-
-    def __init__(self) -> None:
-        self.prev: Any = None
-        self.rows: list[list[float]] = []
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        """Record the logprob of the token chosen at the previous step, then keep this step's distribution."""
-        import torch
-
-        if self.prev is not None:
-            self.take(input_ids[:, -1])
-        self.prev = torch.log_softmax(scores.float(), dim=-1)
-        return scores
-
-    def take(self, chosen: Any) -> None:
-        """Append the logprobs of `chosen` under the stored distribution."""
-        picked = self.prev.gather(1, chosen.view(-1, 1)).squeeze(1).tolist()
-        if not self.rows:
-            self.rows = [[] for _ in picked]
-        for row, value in zip(self.rows, picked):
-            row.append(value)
-
-
 class HFPolicy:
     """transformers causal LM; `generate` calls from many episodes are gathered into left-padded batches."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, max_batch: int = 16, prefix_cache: bool = True, turn_cache_bytes: int = TURN_CACHE_BYTES
+        self,
+        model: Any,
+        tokenizer: Any,
+        max_batch: int = 16,
+        prefix_cache: bool = True,
+        turn_cache_bytes: int = TURN_CACHE_BYTES,
+        retire: bool = True,
+        cascade: bool = True,
     ):
         from researchrl.policy.kvcache import TurnCache
 
@@ -77,7 +61,10 @@ class HFPolicy:
         # transformers 5.2x renamed `past_key_values` to `cache` (the old name warns); older 5.x knows only the old
         self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self._pending: list[_Request] = []
-        self.batch_sizes: Counter[int] = Counter()  # generate calls by rows (at most max_batch keys): is batching working?
+        self.batch_sizes: Counter[int] = Counter()  # decode calls by rows (at most max_batch keys): is batching working?
+        self.retire = retire  # finished rows leave the batch mid-decode (policy/decode.py); off: every row to the last
+        self.row_steps = 0  # rows fed per decode step, summed: is retiring working?
+        self.cascade = cascade and fits(model)  # the shared prefix attended once per step, not copied per row (CPU)
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
 
@@ -138,8 +125,8 @@ class HFPolicy:
         return batch
 
     def _generate_batch(self, batch: list[_Request]) -> list[Sample]:
-        """One `generate` over the batch, each row cut after. The shared prefix and each row's previous turn come
-        from caches, so only new tokens are prefilled (left-padded; the mask hides the padding between parts)."""
+        """One decode over the batch. The shared prefix and each row's previous turn come from caches, so only new
+        tokens are prefilled (left-padded; the mask hides the padding between parts); finished rows leave early."""
         import torch
 
         from researchrl.policy.kvcache import batch_cache, row_kv
@@ -154,45 +141,32 @@ class HFPolicy:
         cached = [len(row.tokens) if row else 0 for row in rows]
         suffixes = [r.ids[len(shared) + c :] for r, c in zip(batch, cached)]
         width, lead, pad = max(map(len, suffixes)), max(cached), tok.pad_token_id
+        cascade = self.cascade and prefix is not None
+        laid = [] if cascade else shared  # the shared prefix in every row's columns, unless attended by cascade
         input_ids, attention = [], []
         for r, c, x in zip(batch, cached, suffixes):
-            input_ids.append(shared + [pad] * (lead - c) + r.ids[len(shared) : len(shared) + c] + [pad] * (width - len(x)) + x)
-            attention.append([1] * len(shared) + [0] * (lead - c) + [1] * c + [0] * (width - len(x)) + [1] * len(x))
-        first = batch[0].sampling
-        stops = sorted({s for r in batch for s in r.sampling.stop})
-        recorder = _LogprobRecorder()
+            input_ids.append(laid + [pad] * (lead - c) + r.ids[len(shared) : len(shared) + c] + [pad] * (width - len(x)) + x)
+            attention.append([1] * len(laid) + [0] * (lead - c) + [1] * c + [0] * (width - len(x)) + [1] * len(x))
+        start = len(laid) + lead + width  # the cache column of each row's first sampled token
+
+        def keep_turn(i: int, b: int, row: Decoded) -> None:
+            """Cache row i's KV for its next turn: its cached part, its new tokens, and the sampled ones fed back."""
+            fed = row.tokens[:-1]  # the last sampled token was never fed back: no KV
+            c, x = cached[i], suffixes[i]
+            positions = [*range(start - width - c, start - width), *range(start - len(x), start + len(fed))]
+            self._turns.put(row_kv(cache, b, torch.tensor(positions), tuple(batch[i].ids[len(shared) :]) + tuple(fed)))
+
         max_new = max(r.sampling.max_new_tokens for r in batch)
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=max_new,
-            do_sample=first.temperature > 0,
-            pad_token_id=pad,
-            eos_token_id=tok.eos_token_id,
-            logits_processor=[recorder],
-            return_dict_in_generate=True,
-        )
-        if first.temperature > 0:
-            kwargs.update(temperature=first.temperature, top_p=first.top_p, top_k=0)
-            if first.seed is not None:
-                torch.manual_seed(first.seed)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if stops:
-            kwargs.update(stop_strings=stops, tokenizer=tok.hf)
         with torch.inference_mode():
-            cache = batch_cache(prefix, rows, width + max_new, self.model.config.num_hidden_layers)
-            kwargs[self._cache_arg] = cache
-            out = self.model.generate(input_ids=torch.tensor(input_ids), attention_mask=torch.tensor(attention), **kwargs)
-        start = len(shared) + lead + width
-        generated = out.sequences[:, start:]
-        if recorder.prev is not None and generated.shape[1] > 0:
-            recorder.take(generated[:, -1])
-        samples = [self._cut(generated[i].tolist(), recorder.rows[i] if recorder.rows else [], r.sampling) for i, r in enumerate(batch)]
-        if self.turn_cache:
-            for b, (r, sample, c, x) in enumerate(zip(batch, samples, cached, suffixes)):
-                fed = sample.token_ids[: generated.shape[1] - 1]  # the last sampled token was never fed back: no KV
-                positions = [*range(start - width - c, start - width), *range(start - len(x), start + len(fed))]
-                self._turns.put(row_kv(cache, b, torch.tensor(positions), tuple(r.ids[len(shared) :]) + tuple(fed)))
-        return samples
+            cache = batch_cache(None if cascade else prefix, rows, width + max_new, self.model.config.num_hidden_layers)
+            decoded, row_steps = decode(
+                self.model, cache, torch.tensor(input_ids), torch.tensor(attention), [r.sampling for r in batch],
+                tok.eos_token_id, lambda t: tok.hf.decode([t], skip_special_tokens=False),
+                keep_turn if self.turn_cache else lambda *_: None, self._cache_arg, retire=self.retire,
+                prefix=prefix if cascade else None,
+            )
+        self.row_steps += row_steps
+        return [self._sample(row) for row in decoded]
 
     def _shared_prefix(self, rows: list[list[int]]) -> list[int]:
         """The longest prefix all rows share (at least one token of each row left to feed); [] when caching is off."""
@@ -218,22 +192,10 @@ class HFPolicy:
             self._prefix = (key, kv)
         return self._prefix[1]
 
-    def _cut(self, ids: list[int], logprobs: list[float], sampling: Sampling) -> Sample:
-        """Trim one row to what this request really sampled."""
-        tok = self.tokenizer
-        end, reason = min(len(ids), sampling.max_new_tokens), "length"
-        if tok.eos_token_id in ids[:end]:
-            end, reason = ids.index(tok.eos_token_id) + 1, "eos"
-        if sampling.stop:
-            text = ""
-            for j, token in enumerate(ids[:end]):
-                text += tok.hf.decode([token], skip_special_tokens=False)
-                if any(text.endswith(s) or s in text[-64:] for s in sampling.stop):
-                    end, reason = j + 1, "stop"
-                    break
-        kept = ids[:end]
-        shown = kept[:-1] if reason == "eos" else kept
-        return Sample(kept, logprobs[:end], tok.decode(shown), reason)  # type: ignore[arg-type]
+    def _sample(self, row: Decoded) -> Sample:
+        """The row as a Sample: its text leaves out a final EOS."""
+        shown = row.tokens[:-1] if row.reason == "eos" else row.tokens
+        return Sample(row.tokens, row.logprobs, self.tokenizer.decode(shown), row.reason)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
         """Stop the batching worker."""

@@ -1,8 +1,8 @@
 """Key/value caches for HFPolicy: an episode's next turn feeds only its new tokens, and decoding copies no cache.
 
 An agent's context only grows: turn k+1 is turn k's context, its sampled tokens, then the tool's observation.
-`TurnCache` keeps each row's keys and values after a `generate` (bounded in bytes, the oldest dropped first),
-and `batch_cache` lays the cached rows of the next batch side by side, so `generate` prefills only the observation
+`TurnCache` keeps each row's keys and values after its turn (bounded in bytes, the oldest dropped first),
+and `batch_cache` lays the cached rows of the next batch side by side, so the decode prefills only the observation
 and the new turn's header. `GrowingLayer` writes each decoded token into a buffer sized for the whole call, where
 transformers' DynamicLayer concatenates (a full copy of the cache per token: 2/3 of a decode step at batch 50 and
 800 tokens of context; bench/turns.py times both).
@@ -52,6 +52,12 @@ class GrowingLayer(DynamicLayer):
         self._k[:, :, n : n + m], self._v[:, :, n : n + m] = key_states, value_states
         self._show(n + m)
         return self.keys, self.values
+
+    def keep_rows(self, index: Any) -> None:
+        """Only the batch rows at `index` (a LongTensor) stay: finished rows leave a decode, one copy of the rest."""
+        n = self.keys.shape[-2]
+        self._k, self._v = self._k.index_select(0, index), self._v.index_select(0, index)
+        self._show(n)
 
 
 @dataclass(eq=False)
@@ -106,7 +112,8 @@ class TurnCache:
 def batch_cache(prefix: Any, rows: list[RowKV | None], room: int, n_layers: int) -> Cache:
     """The batch's cache: the shared prefix's KV in every row, then each cached row right-aligned after zeros.
 
-    `prefix` is a Cache of batch 1 (or None); the zeros are padding the attention mask hides (they must be finite).
+    `prefix` is a Cache of batch 1, or None (no shared prefix, or cascade attention reads it apart: policy/cascade.py);
+    the zeros are padding the attention mask hides (they must be finite).
     With neither a prefix nor a cached row, the layers start empty and take their size from the first forward.
     """
     cached = [r for r in rows if r is not None]

@@ -1,0 +1,120 @@
+"""HFPolicy's decode on an evaluation's turns: cascade attention over the shared prefix, finished rows leaving.
+
+An evaluation runs 50 episodes as one batch per turn, and each row's turn ends at its own length. The rows here
+replay those lengths: row i's turn k is given a budget of exactly the tokens that a recorded evaluation's episode i
+sampled in its turn k (--lengths, the main job's seed-0 after_sft evaluation by default), and rows stop after their
+episode's last turn. Each turn appends a corpus passage as the observation, as bench/turns.py does. Three arms run
+the same rows greedy on the embedded model in this process, in turn, with the turn cache on: cascade attention
+(policy/cascade.py) and retiring rows (policy/decode.py), retiring rows with the prefix copied into every row, and
+neither (every row decodes to the batch's last, as `model.generate` does). The script checks that all sample the
+same tokens, and samples the process's RSS (the first arm starts on the freshest heap, so its peak is the least
+flattered).
+
+    .venv/bin/python bench/decode.py [--rows 50] [--turns 5] [--rounds 1] [--out FILE] [--note TEXT]
+
+Prints and writes bench/results/decode.json (--out). Not a test: nothing here passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from amp import cpu_times  # bench/ is the script's directory
+from train_step import RssSampler
+from turns import passage_observations
+
+from researchrl.agent import render
+from researchrl.agent.protocols.deepresearcher import DeepResearcherProtocol
+from researchrl.data.load import load_questions
+from researchrl.policy.base import Context, Sampling
+from researchrl.policy.hf import HFPolicy
+from researchrl.prompts import BROWSE_WEBPAGE_SCHEMA, WEB_SEARCH_SCHEMA
+from researchrl.sandbox.config import shared_data_dir
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def recorded_lengths(path: Path, rows: int, turns: int) -> list[list[int]]:
+    """Per episode, the tokens each of its first `turns` turns sampled in a recorded evaluation."""
+    episodes = [json.loads(line) for line in path.open()][:rows]
+    return [[t["sampled_tokens"] for t in e["turns"][:turns]] for e in episodes]
+
+
+async def replay(policy: HFPolicy, starts: list[list[int]], observations: list[list[int]], lengths: list[list[int]]) -> dict[str, Any]:
+    """Seconds and token streams of every row's turns, turns batched across rows, each turn cut to its recorded length."""
+    contexts = [list(s) for s in starts]
+    streams: list[list[int]] = [[] for _ in starts]
+    before, start = policy.row_steps, time.perf_counter()
+    for k in range(max(map(len, lengths))):
+        rows = [i for i, n in enumerate(lengths) if len(n) > k]
+        samples = await asyncio.gather(*(policy.generate(Context(contexts[i], [], ""), Sampling(temperature=0.0, max_new_tokens=lengths[i][k]))
+                                         for i in rows))
+        for i, s in zip(rows, samples):
+            streams[i] += s.token_ids
+            contexts[i] = contexts[i] + s.token_ids + observations[i]
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "sampled_tokens": sum(map(len, streams)), "row_steps": policy.row_steps - before, "streams": streams}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=50, help="episodes, one batch per turn (the evaluation's 50)")
+    parser.add_argument("--turns", type=int, default=5, help="turns per episode at most (the cpu preset's max_turns)")
+    parser.add_argument("--rounds", type=int, default=1, help="times each arm runs, alternating")
+    parser.add_argument("--observation-tokens", type=int, default=200, help="tokens of observation appended after each turn")
+    parser.add_argument("--lengths", type=Path, default=RESULTS / "recipe_runs" / "no-checkpointing-seed0" / "eval_after_sft.jsonl",
+                        help="an evaluation's eval_<phase>.jsonl whose turn lengths the rows replay")
+    parser.add_argument("--out", type=Path, default=RESULTS / "decode.json", help="where the JSON result is written")
+    parser.add_argument("--note", default="", help="free text kept as \"note\" in the JSON (e.g. other load on the machine)")
+    args = parser.parse_args()
+    policy = HFPolicy.load("embedded", max_batch=args.rows)
+    tok = policy.tokenizer
+    lengths = recorded_lengths(args.lengths, args.rows, args.turns)
+    questions = load_questions(shared_data_dir() / "wiki" / "questions.jsonl")[: len(lengths)]
+    protocol = DeepResearcherProtocol()
+    starts = [render.start(tok, protocol, q.question, [WEB_SEARCH_SCHEMA, BROWSE_WEBPAGE_SCHEMA]).ids for q in questions]
+    observations = passage_observations(tok, len(lengths), args.observation_tokens)
+    settings = {"cascade_retire": dict(cascade=True, retire=True), "retire": dict(cascade=False, retire=True),
+                "to_the_last_row": dict(cascade=False, retire=False)}
+    arms: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
+    streams: dict[str, Any] = {}
+    sampler = RssSampler()
+    sampler.start()
+    cpu_start = cpu_times()
+    for _ in range(args.rounds):
+        for name, kwargs in settings.items():
+            sampler.mark(f"before {name}")
+            time.sleep(0.1)
+            sampler.mark(name)
+            arm = HFPolicy(policy.model, tok.hf, max_batch=args.rows, **kwargs)
+            run = asyncio.run(replay(arm, starts, observations, lengths))
+            streams[name] = run.pop("streams")
+            run["peak_rss_gb"] = sampler.peaks[name]
+            arms[name].append(run)
+            print(name, json.dumps(run), flush=True)
+            del arm
+    busy = [b - a for a, b in zip(cpu_start, cpu_times())]
+    best = {name: min(r["seconds"] for r in runs) for name, runs in arms.items()}
+    result: dict[str, Any] = {
+        "rows": len(lengths), "turns": args.turns, "lengths": str(args.lengths), "observation_tokens": args.observation_tokens,
+        "arms": arms, "rows_with_identical_tokens": {name: sum(a == b for a, b in zip(streams[name], streams["to_the_last_row"]))
+                                                     for name in settings},
+        "row_steps_ratio_retire": arms["retire"][0]["row_steps"] / arms["to_the_last_row"][0]["row_steps"],
+        "speedup_vs_to_the_last_row": {name: best["to_the_last_row"] / best[name] for name in settings},
+        "speedup_cascade_vs_copied_prefix": best["retire"] / best["cascade_retire"],
+        "steal_percent": 100 * busy[7] / sum(busy), "load_average_end": os.getloadavg(),
+    }
+    if args.note:
+        result["note"] = args.note
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
