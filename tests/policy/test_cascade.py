@@ -74,3 +74,16 @@ def test_cascade_is_used_only_where_it_reproduces_the_attention(tiny) -> None:  
     assert not fits(SimpleNamespace(device=cpu, config=Qwen2Config(use_sliding_window=True)))  # a window it ignores
     assert not fits(SimpleNamespace(device=cpu, config=Gemma2Config()))  # soft-capped logits
     assert not fits(SimpleNamespace(device=torch.device("cuda"), config=model.config))  # its kernel is CPU-only
+
+
+def test_overlapping_decodes_on_one_model_restore_its_attention_when_the_last_leaves(tiny) -> None:  # noqa: ANN001
+    from researchrl.policy.cascade import NAME, cascading
+
+    model, _ = tiny
+    first, second = cascading(model), cascading(model)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert model.config._attn_implementation == NAME  # the second decode is still running
+    second.__exit__(None, None, None)
+    assert model.config._attn_implementation == "sdpa"

@@ -8,6 +8,7 @@ own keys (masked), then merges the two by their log-sum-exp: the same softmax ov
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -54,15 +55,26 @@ def cascade_attention(module: Any, query: Any, key: Any, value: Any, attention_m
 
 @contextmanager
 def cascading(model: Any) -> Iterator[None]:
-    """The model attends through `cascade_attention` inside the block (its own implementation again after)."""
+    """The model attends through `cascade_attention` inside the block; the last block to leave restores its own."""
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.masking_utils import sdpa_mask
 
     AttentionInterface.register(NAME, cascade_attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)
-    before = model.config._attn_implementation
-    model.config._attn_implementation = NAME
+    with _lock:  # decodes of two policies over one model may overlap (threads): a plain forward meanwhile gets SDPA
+        users, own = _inside.get(id(model), (0, model.config._attn_implementation))
+        _inside[id(model)] = (users + 1, own)
+        model.config._attn_implementation = NAME
     try:
         yield
     finally:
-        model.config._attn_implementation = before
+        with _lock:
+            users, own = _inside.pop(id(model))
+            if users > 1:
+                _inside[id(model)] = (users - 1, own)
+            else:
+                model.config._attn_implementation = own
+
+
+_lock = threading.Lock()
+_inside: dict[int, tuple[int, str]] = {}  # id(model) -> (blocks inside, the implementation to restore)

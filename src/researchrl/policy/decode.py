@@ -46,7 +46,8 @@ def decode(
     """Decode every row to its EOS, stop string or budget; returns the rows and the row-steps fed after the prefill.
 
     `cache` holds the first `cache.get_seq_length()` columns of `input_ids` already; `attention` marks padding with 0.
-    Sampling (temperature, top-p, seed) is the first request's: HFPolicy batches only requests that share it.
+    Temperature and top-p are the batch's (HFPolicy batches only requests that share them); the first request's seed
+    seeds the batch's draws.
     `on_finish(row, batch_index, decoded)` runs while the finished row is still in the cache, at `batch_index`;
     `cache_arg` is the forward's name for the cache (transformers 5.2x renamed `past_key_values` to `cache`).
     `prefix`, a batch-1 cache of tokens every row shares before its own, is attended by cascade (policy/cascade.py):
