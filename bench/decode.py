@@ -27,12 +27,11 @@ from typing import Any
 
 from amp import cpu_times  # bench/ is the script's directory
 from train_step import RssSampler
-from turns import passage_observations
+from turns import passage_observations, turns
 
 from researchrl.agent import render
 from researchrl.agent.protocols.deepresearcher import DeepResearcherProtocol
 from researchrl.data.load import load_questions
-from researchrl.policy.base import Context, Sampling
 from researchrl.policy.hf import HFPolicy
 from researchrl.prompts import BROWSE_WEBPAGE_SCHEMA, WEB_SEARCH_SCHEMA
 from researchrl.sandbox.config import shared_data_dir
@@ -44,22 +43,6 @@ def recorded_lengths(path: Path, rows: int, turns: int) -> list[list[int]]:
     """Per episode, the tokens each of its first `turns` turns sampled in a recorded evaluation."""
     episodes = [json.loads(line) for line in path.open()][:rows]
     return [[t["sampled_tokens"] for t in e["turns"][:turns]] for e in episodes]
-
-
-async def replay(policy: HFPolicy, starts: list[list[int]], observations: list[list[int]], lengths: list[list[int]]) -> dict[str, Any]:
-    """Seconds and token streams of every row's turns, turns batched across rows, each turn cut to its recorded length."""
-    contexts = [list(s) for s in starts]
-    streams: list[list[int]] = [[] for _ in starts]
-    before, start = policy.row_steps, time.perf_counter()
-    for k in range(max(map(len, lengths))):
-        rows = [i for i, n in enumerate(lengths) if len(n) > k]
-        samples = await asyncio.gather(*(policy.generate(Context(contexts[i], [], ""), Sampling(temperature=0.0, max_new_tokens=lengths[i][k]))
-                                         for i in rows))
-        for i, s in zip(rows, samples):
-            streams[i] += s.token_ids
-            contexts[i] = contexts[i] + s.token_ids + observations[i]
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "sampled_tokens": sum(map(len, streams)), "row_steps": policy.row_steps - before, "streams": streams}
 
 
 def main() -> None:
@@ -93,7 +76,7 @@ def main() -> None:
             time.sleep(0.1)
             sampler.mark(name)
             arm = HFPolicy(policy.model, tok.hf, max_batch=args.rows, **kwargs)
-            run = asyncio.run(replay(arm, starts, observations, lengths))
+            run = asyncio.run(turns(arm, starts, observations, lengths))
             streams[name] = run.pop("streams")
             run["peak_rss_gb"] = sampler.peaks[name]
             arms[name].append(run)

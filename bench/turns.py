@@ -30,19 +30,22 @@ from researchrl.prompts import BROWSE_WEBPAGE_SCHEMA, WEB_SEARCH_SCHEMA
 from researchrl.sandbox.config import shared_data_dir
 
 
-async def turns(policy: HFPolicy, starts: list[list[int]], observations: list[list[int]], n: int, sampling: Sampling) -> dict[str, Any]:
-    """Seconds, sampled tokens and the token streams of `n` turns of every row, turns batched across rows."""
+async def turns(policy: HFPolicy, starts: list[list[int]], observations: list[list[int]], budgets: list[list[int]]) -> dict[str, Any]:
+    """Greedy turns batched across rows: row i's turn k samples at most budgets[i][k] tokens, and row i stops after
+    len(budgets[i]) turns. Seconds, sampled tokens, row-steps decoded and each row's token stream."""
     contexts = [list(s) for s in starts]
     streams: list[list[int]] = [[] for _ in starts]
-    start = time.perf_counter()
-    for _ in range(n):
-        samples = await asyncio.gather(*(policy.generate(Context(c, [], ""), sampling) for c in contexts))
-        for i, s in enumerate(samples):
+    before, start = policy.row_steps, time.perf_counter()
+    for k in range(max(map(len, budgets))):
+        rows = [i for i, b in enumerate(budgets) if len(b) > k]
+        samples = await asyncio.gather(*(policy.generate(Context(contexts[i], [], ""), Sampling(temperature=0.0, max_new_tokens=budgets[i][k]))
+                                         for i in rows))
+        for i, s in zip(rows, samples):
             streams[i] += s.token_ids
             contexts[i] = contexts[i] + s.token_ids + observations[i]
     seconds = time.perf_counter() - start
     tokens = sum(map(len, streams))
-    return {"seconds": seconds, "sampled_tokens": tokens, "tokens_per_s": tokens / seconds,
+    return {"seconds": seconds, "sampled_tokens": tokens, "tokens_per_s": tokens / seconds, "row_steps": policy.row_steps - before,
             "final_context_tokens": sum(map(len, contexts)) // len(contexts), "streams": streams}
 
 
@@ -100,11 +103,11 @@ def main() -> None:
     protocol = DeepResearcherProtocol()
     starts = [render.start(tok, protocol, q.question, [WEB_SEARCH_SCHEMA, BROWSE_WEBPAGE_SCHEMA]).ids for q in questions]
     observations = passage_observations(tok, args.rows, args.observation_tokens)
-    greedy = Sampling(temperature=0.0, max_new_tokens=args.max_new_tokens)
+    budgets = [[args.max_new_tokens] * args.turns for _ in starts]
     full = HFPolicy(policy.model, tok.hf, max_batch=args.rows, turn_cache_bytes=0)
     reused = HFPolicy(policy.model, tok.hf, max_batch=args.rows)
-    a = asyncio.run(turns(full, starts, observations, args.turns, greedy))
-    b = asyncio.run(turns(reused, starts, observations, args.turns, greedy))
+    a = asyncio.run(turns(full, starts, observations, budgets))
+    b = asyncio.run(turns(reused, starts, observations, budgets))
     same = sum(x == y for x, y in zip(a.pop("streams"), b.pop("streams")))
     result: dict[str, Any] = {
         "rows": args.rows, "turns": args.turns, "max_new_tokens": args.max_new_tokens,
