@@ -158,3 +158,116 @@ def test_the_own_head_is_used_on_cpu_and_only_for_models_whose_logits_are_the_he
     assert not plain_head_fits(capped)
     capped.config.final_logit_softcapping, capped.config.logit_scale = None, 0.5
     assert not plain_head_fits(capped)
+
+
+def shared_prefix_batch():  # noqa: ANN201
+    """The padded_batch rows, each starting with the same 4 tokens (prompts of 6, 2 and 4 real tokens)."""
+    ids, mask, keep = padded_batch()
+    for row, start in enumerate((0, 4, 2)):
+        ids[row, start : start + min(4, 6 - start)] = ids.new_tensor([11, 12, 13, 14])[: 6 - start]
+    return ids, mask, keep
+
+
+def test_the_shared_prefix_scores_and_trains_as_every_row_whole(trainer) -> None:  # noqa: ANN001
+    import torch
+
+    from researchrl.rl.shared_prefix import SharedPrefix
+
+    lean, _ = trainer
+    ids, mask, keep = shared_prefix_batch()
+    model, scored = lean.model, mask[:, -keep:].bool()
+    ran: list[int] = []
+    scores = SharedPrefix.scored_logits
+
+    def counted(self, model, row, shared, keep):  # noqa: ANN001, ANN202
+        ran.append(shared)
+        return scores(self, model, row, shared, keep)
+
+    def score(share: bool) -> tuple[torch.Tensor, ...]:
+        """The reference pass over the batch, then each row's loss pass and backward, as one optimizer step runs them."""
+        lean.share_prefix, lean.fused_head = share, False
+        try:
+            with torch.no_grad():
+                ref, _, _ = lean._get_per_token_logps_and_entropies(model, ids, mask, keep, 1)
+            parts = []
+            for row in range(3):
+                lean._loss_pass = True
+                lp, entropy, _ = lean._get_per_token_logps_and_entropies(model, ids[row : row + 1], mask[row : row + 1],
+                                                                         keep, compute_entropy=True)
+                lean._loss_pass = False
+                (lp[scored[row : row + 1]] * (row + 1)).sum().backward()
+                parts.append(torch.cat([lp.detach(), entropy.detach()]))
+            if lean._step_prefix is not None:
+                lean._step_prefix.backward()
+                lean._step_prefix = None
+            grad = torch.cat([p.grad.flatten() for p in model.parameters()])
+            model.zero_grad()
+            return ref, torch.cat(parts), grad
+        finally:
+            lean.share_prefix, lean.fused_head, lean._loss_pass = True, True, False
+
+    args = lean.args.gradient_checkpointing
+    lean.args.gradient_checkpointing = False
+    SharedPrefix.scored_logits = counted
+    try:
+        want, got = score(False), score(True)
+    finally:
+        SharedPrefix.scored_logits = scores
+        lean.args.gradient_checkpointing = args
+    # the reference pass shares the 1 token all three prompts can spare (the 2-token prompt keeps its last); the loss
+    # pass keeps the first row's 5 spare tokens for the step, and the others share as many as they can spare: 1 and 3
+    assert ran == [1, 1, 1, 5, 1, 3]
+    torch.testing.assert_close(got[0][scored], want[0][scored], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[2], want[2], rtol=1e-4, atol=1e-6)  # the prefix's share of the gradient included
+
+
+def test_a_grpo_step_trains_the_same_weights_with_the_shared_prefix(tmp_path, tiny_llama) -> None:  # noqa: ANN001
+    """Two real optimizer steps through TRL (reference pass, loss, backward, clip, AdamW): the prefix's gradient is
+    added before the step, and the second step computes its prefix again with the new weights."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig
+
+    from researchrl.rl.grpo import LeanGRPOTrainer
+    from researchrl.rl.shared_prefix import SharedPrefix
+
+    def rollout(prompts, trainer):  # noqa: ANN001, ANN202
+        """Fixed rows: a shared 6-token system part, a per-question token, completions of different lengths."""
+        rows = [[3, 4, 5, 6, 7, 8, 100 + len(p)] for p in prompts]
+        completions = [[200 + i + j for j in range(3 + 2 * i)] for i in range(len(prompts))]
+        return {"prompt_ids": rows, "completion_ids": completions, "logprobs": [[0.0] * len(c) for c in completions]}
+
+    computed: list[int] = []
+    compute = SharedPrefix.compute.__func__
+
+    def counted(cls, model, tokens):  # noqa: ANN001, ANN202
+        computed.append(len(tokens))
+        return compute(cls, model, tokens)
+
+    def train(share: bool) -> torch.Tensor:
+        args = GRPOConfig(output_dir=str(tmp_path / f"out-{share}"), per_device_train_batch_size=1,
+                          gradient_accumulation_steps=4, steps_per_generation=4, num_generations=2, max_steps=2,
+                          learning_rate=1e-2, beta=0.01, use_cpu=True, report_to="none", disable_dropout=True,
+                          bf16=False, gradient_checkpointing=False, save_strategy="no", logging_steps=1, seed=0)
+        lean = LeanGRPOTrainer(
+            model=AutoModelForCausalLM.from_pretrained(tiny_llama), args=args, rollout_func=rollout,
+            reward_funcs=[lambda completion_ids, **_: [float(len(c)) for c in completion_ids]],
+            train_dataset=Dataset.from_list([{"prompt": "q" * n} for n in range(1, 5)]),
+            processing_class=AutoTokenizer.from_pretrained(tiny_llama),
+        )
+        lean.fused_head, lean.share_prefix = False, share
+        lean.train()
+        return torch.cat([p.detach().flatten() for p in lean.model.parameters()])
+
+    start = torch.cat([p.detach().flatten() for p in AutoModelForCausalLM.from_pretrained(tiny_llama).parameters()])
+    whole = train(False)
+    SharedPrefix.compute = classmethod(counted)
+    try:
+        shared = train(True)
+    finally:
+        SharedPrefix.compute = classmethod(compute)
+    assert computed == [6, 6, 6, 6]  # per step: the reference pass's prefix, the loss pass's (first row's spare tokens)
+    assert (whole - start).abs().max() > 1e-3  # the steps moved the weights
+    torch.testing.assert_close(shared, whole, rtol=1e-4, atol=1e-5)

@@ -9,6 +9,8 @@ LeanGRPOTrainer computes what TRL computes in less memory; bench/train_step.py m
 - each forward (policy, reference) is cut to the columns its micro-batch uses: TRL pads a whole generation batch to
   its longest prompt plus its longest completion, so a short trajectory was scored at the longest one's length;
 - with `reload_reference` the KL reference model holds its weights only for its one pass per step (-0.66 GB);
+- the prompt prefix the rows share (system prompt, tool schemas) runs once per pass, not once per row
+  (rl/shared_prefix.py; on the model's own head, one row per micro-batch);
 - freed C-heap pages go back to the OS between rollout, reference pass and micro-batches (-1.0 GB, see
   release_free_memory).
 """
@@ -37,6 +39,8 @@ from researchrl.rl.lm_head import plain_head_fits, resolve_lm_head, scored_logit
 from researchrl.rl.precision import autocast, resolve_amp
 from researchrl.rl.rewards import REWARD_FUNCS, REWARD_WEIGHTS
 from researchrl.rl.rollout import Rollout
+from researchrl.rl.shared_prefix import SharedPrefix, common_length
+from researchrl.rl.shared_prefix import fits as prefix_fits
 from researchrl.rl.vllm_sync import attach
 from researchrl.types import Question
 
@@ -138,6 +142,9 @@ class LeanGRPOTrainer(GRPOTrainer):
     reference_path: str | None = None  # reload the reference weights from here for each reference pass
     amp = False  # score (policy and reference forwards, and so their backward) under bf16 autocast
     fused_head = True  # TRL's fused LM head; False: the model's own over the completion positions (rl/lm_head.py)
+    share_prefix = True  # run the rows' shared prompt prefix once per pass (own head, one row per micro-batch)
+    _loss_pass = False  # inside _compute_loss: the policy's prefix is kept for the whole optimizer step
+    _step_prefix: SharedPrefix | None = None  # the policy's prefix of this optimizer step, its gradient still to send
 
     def _generate(self, prompts: list[Any]) -> Any:
         """TRL's generation (our rollout_func); the memory it freed then goes back to the OS before the update."""
@@ -147,11 +154,25 @@ class LeanGRPOTrainer(GRPOTrainer):
             release_free_memory()
 
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
-        """One micro-batch's forward and backward; the memory it freed then goes back to the OS."""
+        """One micro-batch's forward and backward (at the step's last, the shared prefix's backward too); the memory it
+        freed then goes back to the OS."""
         try:
-            return super().training_step(*args, **kwargs)
+            loss = super().training_step(*args, **kwargs)
+            if self._step_prefix is not None and self.accelerator.sync_gradients:  # before the clip and the step
+                self._step_prefix.backward()
+            return loss
         finally:
+            if self.accelerator.sync_gradients:
+                self._step_prefix = None
             release_free_memory()
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
+        """TRL's loss; the policy's scoring inside it may keep a shared prefix for the optimizer step."""
+        self._loss_pass = True
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._loss_pass = False
 
     def release_reference(self) -> None:
         """Free the reference model's weights until its next pass reloads them from `reference_path`."""
@@ -212,6 +233,8 @@ class LeanGRPOTrainer(GRPOTrainer):
             score = self._plain_scores
         batch_size = batch_size or input_ids.size(0)
         prompt_width = input_ids.size(1) - logits_to_keep
+        prefix = self._shared_prefix(model, input_ids, attention_mask, prompt_width) if (
+            score == self._plain_scores and batch_size == 1) else None
         logps, entropies, aux_losses = [], [], []
         for start in range(0, input_ids.size(0), batch_size):
             mask = attention_mask[start : start + batch_size]
@@ -219,8 +242,10 @@ class LeanGRPOTrainer(GRPOTrainer):
             left = min(int(used[0]), prompt_width - 1)  # the last prompt position scores the first completion token
             right = max(int(used[-1]) + 1, prompt_width + 1)
             keep = right - prompt_width
-            lp, entropy, aux = score(model, input_ids[start : start + batch_size, left:right], mask[:, left:right],
-                                     keep, compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss)
+            ids = input_ids[start : start + batch_size, left:right]
+            extra = {"prefix": prefix} if prefix is not None and bool(mask[:, left:right].all()) else {}
+            lp, entropy, aux = score(model, ids, mask[:, left:right], keep, compute_entropy=compute_entropy,
+                                     compute_aux_loss=compute_aux_loss, **extra)
             logps.append(F.pad(lp, (0, logits_to_keep - keep)))
             if compute_entropy:
                 entropies.append(F.pad(entropy, (0, logits_to_keep - keep)))
@@ -229,14 +254,40 @@ class LeanGRPOTrainer(GRPOTrainer):
         return (torch.cat(logps), torch.cat(entropies) if compute_entropy else None,
                 torch.stack(aux_losses).mean() if compute_aux_loss else None)
 
+    def _shared_prefix(self, model: Any, input_ids: Any, attention_mask: Any, prompt_width: int) -> SharedPrefix | None:
+        """The prefix this pass's rows share: with gradients (the loss pass, one process, no activation checkpointing)
+        the step's, computed from its first row and kept until the step's backward; else the longest one all rows
+        of this call start with, computed now."""
+        import torch
+
+        base = self.accelerator.unwrap_model(model)
+        if not (self.share_prefix and prefix_fits(base)):
+            return None
+        rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask)]
+        most = min(int(m[:prompt_width].sum()) for m in attention_mask) - 1  # the last prompt token runs with its row
+        if not torch.is_grad_enabled():
+            length = min(common_length(rows), most)
+            return SharedPrefix.compute(base, rows[0][:length]) if len(rows) > 1 and length > 0 else None
+        if not (self._loss_pass and self.accelerator.num_processes == 1 and not self.args.gradient_checkpointing):
+            return None
+        if self._step_prefix is None and most > 0:
+            self._step_prefix = SharedPrefix.compute(base, rows[0][:most])
+        return self._step_prefix
+
     def _plain_scores(
         self, model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int, compute_entropy: bool = False,
-        compute_aux_loss: bool = False,
+        compute_aux_loss: bool = False, prefix: SharedPrefix | None = None,
     ) -> tuple[Any, Any, None]:
-        """TRL's log-probs (and entropies) of the last `logits_to_keep` tokens, from the model's own head in fp32."""
+        """TRL's log-probs (and entropies) of the last `logits_to_keep` tokens, from the model's own head in fp32;
+        `prefix`: keys and values of the first tokens of an unpadded single row, which then runs only its rest."""
         from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
 
-        logits = scored_logits(model, input_ids, attention_mask, logits_to_keep)
+        row = input_ids[0].tolist() if prefix is not None else []
+        shared = prefix.shared_with(row, len(row) - logits_to_keep - 1) if prefix is not None else 0
+        if shared:
+            logits = prefix.scored_logits(model, row, shared, logits_to_keep)
+        else:
+            logits = scored_logits(model, input_ids, attention_mask, logits_to_keep)
         tokens, scored = input_ids[:, -logits_to_keep:], attention_mask[:, -logits_to_keep:]
         if compute_entropy:
             logps, entropy = selective_log_softmax_and_entropy(logits, tokens, temperature=self.temperature, row_mask=scored)

@@ -33,15 +33,16 @@ def plain_head_fits(model: Any) -> bool:
     return all(getattr(config, name, None) in (None, 1.0) for name in LOGIT_TRANSFORMS)
 
 
-def scored_logits(model: Any, input_ids: Any, attention_mask: Any, keep: int) -> Any:
+def scored_logits(model: Any, input_ids: Any, attention_mask: Any, keep: int, **cache: Any) -> Any:
     """fp32 logits predicting the last `keep` tokens of each row, called through `model` (a DDP wrapper too, whose
-    forward must run for its gradients to be reduced): the backbone once, the head over those positions only."""
+    forward must run for its gradients to be reduced): the backbone once, the head over those positions only;
+    `cache`: keys and values of positions before `input_ids` (rl/shared_prefix.py)."""
     from accelerate.utils import extract_model_from_parallel
 
     base = extract_model_from_parallel(model, keep_torch_compile=False)
     if not getattr(base, "scores_positions", False):
         add_scored_forward(base)
-    return model(input_ids=input_ids, attention_mask=attention_mask, scored_positions=keep)
+    return model(input_ids=input_ids, attention_mask=attention_mask, scored_positions=keep, **cache)
 
 
 def add_scored_forward(model: Any) -> None:
