@@ -84,17 +84,12 @@ def update(lean: Any, ids: Any, mask: Any, keep: int, share: bool) -> dict[str, 
     scored = mask[:, -keep:]
     logps = []
     for row in range(ids.size(0)):
-        lean._loss_pass = True
-        try:
+        with lean.loss_pass():
             lp, _, _ = lean._get_per_token_logps_and_entropies(model, ids[row : row + 1], mask[row : row + 1], keep,
                                                                compute_entropy=True)
-        finally:
-            lean._loss_pass = False
         (-(lp * scored[row]).sum() / scored.sum()).backward()
         logps.append(lp.detach())
-    if lean._step_prefix is not None:
-        lean._step_prefix.backward()
-        lean._step_prefix = None
+    lean.send_prefix_gradient()
     policy = time.perf_counter() - started - reference
     grad = torch.cat([p.grad.flatten() for p in model.parameters()])
     return {"seconds": {"reference": reference, "policy": policy, "both": reference + policy},

@@ -191,20 +191,17 @@ def test_the_shared_prefix_scores_and_trains_as_every_row_whole(trainer) -> None
                 ref, _, _ = lean._get_per_token_logps_and_entropies(model, ids, mask, keep, 1)
             parts = []
             for row in range(3):
-                lean._loss_pass = True
-                lp, entropy, _ = lean._get_per_token_logps_and_entropies(model, ids[row : row + 1], mask[row : row + 1],
-                                                                         keep, compute_entropy=True)
-                lean._loss_pass = False
+                with lean.loss_pass():
+                    lp, entropy, _ = lean._get_per_token_logps_and_entropies(model, ids[row : row + 1],
+                                                                             mask[row : row + 1], keep, compute_entropy=True)
                 (lp[scored[row : row + 1]] * (row + 1)).sum().backward()
                 parts.append(torch.cat([lp.detach(), entropy.detach()]))
-            if lean._step_prefix is not None:
-                lean._step_prefix.backward()
-                lean._step_prefix = None
+            lean.send_prefix_gradient()
             grad = torch.cat([p.grad.flatten() for p in model.parameters()])
             model.zero_grad()
             return ref, torch.cat(parts), grad
         finally:
-            lean.share_prefix, lean.fused_head, lean._loss_pass = True, True, False
+            lean.share_prefix, lean.fused_head = True, True
 
     args = lean.args.gradient_checkpointing
     lean.args.gradient_checkpointing = False

@@ -17,10 +17,14 @@ NAME = "researchrl_cascade"  # the attention implementation's name while a decod
 PLAIN = ("llama", "qwen2", "qwen3")  # model types whose attention is a plain softmax (no soft-cap, sinks or window)
 
 
+def plain_attention(config: Any) -> bool:
+    """A model `config` whose attention is a plain softmax over all earlier positions (no sliding window)."""
+    return config.model_type in PLAIN and not getattr(config, "use_sliding_window", False)
+
+
 def fits(model: Any) -> bool:
     """Cascade reproduces this model's attention (a plain softmax, no sliding window) with its CPU kernel."""
-    config = model.config
-    return model.device.type == "cpu" and config.model_type in PLAIN and not getattr(config, "use_sliding_window", False)
+    return model.device.type == "cpu" and plain_attention(model.config)
 
 
 def cascade_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float | None = None,

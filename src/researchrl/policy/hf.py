@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ class HFPolicy:
         retire: bool = True,
         cascade: bool = True,
     ):
-        from researchrl.policy.kvcache import TurnCache
+        from researchrl.policy.kvcache import TurnCache, cache_keyword
 
         self.model = model.eval()
         self.tokenizer = HFChatTokenizer(tokenizer)
@@ -58,8 +57,7 @@ class HFPolicy:
         self.turn_cache = turn_cache_bytes > 0
         self._turns = TurnCache(turn_cache_bytes)
         self._turns_after: tuple[int, ...] = ()  # the prefix the cached turns were computed after
-        # transformers 5.2x renamed `past_key_values` to `cache` (the old name warns); older 5.x knows only the old
-        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self._cache_arg = cache_keyword(model.forward)
         self._pending: list[_Request] = []
         self.batch_sizes: Counter[int] = Counter()  # decode calls by rows (at most max_batch keys): is batching working?
         self.retire = retire  # finished rows leave the batch mid-decode (policy/decode.py); off: every row to the last

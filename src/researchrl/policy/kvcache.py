@@ -17,6 +17,14 @@ from typing import Any
 from transformers.cache_utils import Cache, DynamicLayer
 
 
+def cache_keyword(forward: Any) -> str:
+    """The keyword `forward` takes a cache by: transformers 5.2x renamed `past_key_values` to `cache` (the old name
+    warns); older 5.x knows only the old one."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
 class GrowingLayer(DynamicLayer):
     """A DynamicLayer over buffers with free positions left: each update writes in place, none concatenates."""
 

@@ -158,8 +158,8 @@ class LeanGRPOTrainer(GRPOTrainer):
         freed then goes back to the OS."""
         try:
             loss = super().training_step(*args, **kwargs)
-            if self._step_prefix is not None and self.accelerator.sync_gradients:  # before the clip and the step
-                self._step_prefix.backward()
+            if self.accelerator.sync_gradients:  # before the clip and the step
+                self.send_prefix_gradient()
             return loss
         finally:
             if self.accelerator.sync_gradients:
@@ -168,11 +168,23 @@ class LeanGRPOTrainer(GRPOTrainer):
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
         """TRL's loss; the policy's scoring inside it may keep a shared prefix for the optimizer step."""
+        with self.loss_pass():
+            return super()._compute_loss(model, inputs)
+
+    @contextmanager
+    def loss_pass(self) -> Iterator[None]:
+        """The policy's scoring while inside is a loss pass: its shared prefix is kept until `send_prefix_gradient`."""
         self._loss_pass = True
         try:
-            return super()._compute_loss(model, inputs)
+            yield
         finally:
             self._loss_pass = False
+
+    def send_prefix_gradient(self) -> None:
+        """The gradient the step's rows gathered for their shared prefix goes into the weights; the prefix is dropped."""
+        if self._step_prefix is not None:
+            self._step_prefix.backward()
+            self._step_prefix = None
 
     def release_reference(self) -> None:
         """Free the reference model's weights until its next pass reloads them from `reference_path`."""
@@ -263,16 +275,18 @@ class LeanGRPOTrainer(GRPOTrainer):
         base = self.accelerator.unwrap_model(model)
         if not (self.share_prefix and prefix_fits(base)):
             return None
+        grad = torch.is_grad_enabled()
+        if grad and not (self._loss_pass and self.accelerator.num_processes == 1 and not self.args.gradient_checkpointing):
+            return None
+        if grad and self._step_prefix is not None:
+            return self._step_prefix
         rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask)]
         most = min(int(m[:prompt_width].sum()) for m in attention_mask) - 1  # the last prompt token runs with its row
-        if not torch.is_grad_enabled():
-            length = min(common_length(rows), most)
-            return SharedPrefix.compute(base, rows[0][:length]) if len(rows) > 1 and length > 0 else None
-        if not (self._loss_pass and self.accelerator.num_processes == 1 and not self.args.gradient_checkpointing):
-            return None
-        if self._step_prefix is None and most > 0:
-            self._step_prefix = SharedPrefix.compute(base, rows[0][:most])
-        return self._step_prefix
+        if grad:
+            self._step_prefix = SharedPrefix.compute(base, rows[0][:most]) if most > 0 else None
+            return self._step_prefix
+        length = min(common_length(rows), most)
+        return SharedPrefix.compute(base, rows[0][:length]) if len(rows) > 1 and length > 0 else None
 
     def _plain_scores(
         self, model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int, compute_entropy: bool = False,

@@ -10,17 +10,16 @@ prefix before the optimizer step adds it to the weights: the gradient of scoring
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from researchrl.policy.cascade import PLAIN
+from researchrl.policy.cascade import plain_attention
+from researchrl.policy.kvcache import cache_keyword
 
 
 def fits(model: Any) -> bool:
     """A model whose attention over cached keys is its attention over the whole row (plain softmax, no window)."""
-    config = model.config.get_text_config()
-    return config.model_type in PLAIN and not getattr(config, "use_sliding_window", False)
+    return plain_attention(model.config.get_text_config())
 
 
 def common_length(rows: list[list[int]]) -> int:
@@ -50,7 +49,7 @@ class SharedPrefix:
         from transformers import DynamicCache
 
         decoder = model.get_decoder()
-        cache_arg = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+        cache_arg = cache_keyword(decoder.forward)
         cache = DynamicCache(config=model.config)
         ids = torch.tensor([tokens], device=model.device)
         decoder(input_ids=ids, use_cache=True, **{cache_arg: cache})
