@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import pytest
 
 from researchrl.config import flatten, merge, parse_sets, to_dict
 from researchrl.errors import ConfigError
-from researchrl.rl.config import PRESETS, TrainConfig, load_config, load_run_config, preset_path, resume_config
+from researchrl.rl.config import PRESETS, TrainConfig, checkpointing_flag, load_config, load_run_config, preset_path, resume_config
 from researchrl.rl.rollout import sample_indices, to_trl
 from researchrl.rl.sft import read_rows, sft_rows, write_rows
 from researchrl.types import Answer, Question, RewardBreakdown, Trajectory, Turn
@@ -198,3 +201,13 @@ def test_unset_use_vllm_picks_vllm_where_its_cpu_engine_is_installed(tmp_path, m
     assert resolve_engine(cfg).use_vllm is True
     assert resolve_engine(merge(cfg, {"use_vllm": False})).use_vllm is False  # an explicit choice is kept
     assert resolve_engine(merge(cfg, {"vllm": "external", "vllm_server_base_url": "http://127.0.0.1:9"})).use_vllm is False
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_the_checkpointing_flag_reaches_trls_configs_without_a_deprecation_warning(on: bool, tmp_path: Path) -> None:
+    trl = pytest.importorskip("trl")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # transformers 5.24 warns on the old name
+        for config in (trl.GRPOConfig, trl.SFTConfig):
+            args = config(output_dir=str(tmp_path), use_cpu=True, report_to="none", bf16=False, **checkpointing_flag(on))
+            assert args.gradient_checkpointing is on  # TRL defaults it to True; what the trainers read must follow

@@ -116,3 +116,11 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
             f"(safe to change: {', '.join(sorted(SAFE_ON_RESUME))}); start a new run instead"
         )
     return cfg
+
+
+def checkpointing_flag(on: bool) -> dict[str, bool]:
+    """TrainingArguments' activation-recompute flag under this transformers' name: 5.24 renamed it and warns on the old."""
+    from transformers import TrainingArguments
+
+    new = "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+    return {"activation_checkpointing" if new else "gradient_checkpointing": on}

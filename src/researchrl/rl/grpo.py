@@ -34,7 +34,7 @@ from researchrl.errors import ConfigError
 from researchrl.policy.vllm_server import VLLMServer
 from researchrl.rl import ranks
 from researchrl.rl.checkpoints import save_final
-from researchrl.rl.config import TrainConfig
+from researchrl.rl.config import TrainConfig, checkpointing_flag
 from researchrl.rl.lm_head import plain_head_fits, resolve_lm_head, scored_logits
 from researchrl.rl.precision import autocast, resolve_amp
 from researchrl.rl.rewards import REWARD_FUNCS, REWARD_WEIGHTS
@@ -79,7 +79,7 @@ def grpo_args(cfg: TrainConfig, out_dir: Path) -> Any:
         report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
         seed=cfg.agent.seed,
         data_seed=cfg.agent.seed,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        **checkpointing_flag(cfg.gradient_checkpointing),
         bf16=cfg.bf16,
         use_cpu=not torch.cuda.is_available(),
         use_vllm=bool(cfg.use_vllm) and torch.cuda.is_available(),  # TRL's own server client syncs over NCCL; on CPU: vllm_sync

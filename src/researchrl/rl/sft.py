@@ -13,6 +13,7 @@ from typing import Any
 from researchrl.data.rows import jsonl_rows
 from researchrl.errors import UserError
 from researchrl.rl.checkpoints import save_final
+from researchrl.rl.config import checkpointing_flag
 from researchrl.types import Trajectory
 
 
@@ -81,7 +82,7 @@ def warm_up(
         save_strategy="no",
         report_to="none",
         seed=seed,
-        gradient_checkpointing=gradient_checkpointing,
+        **checkpointing_flag(gradient_checkpointing),
         bf16=amp,  # over fp32 weights: transformers autocasts the forward (accelerate's mixed precision)
         max_length=None,
         use_cpu=not torch.cuda.is_available(),
