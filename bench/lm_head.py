@@ -24,6 +24,7 @@ from typing import Any
 
 from amp import cpu_times, sequences  # bench/ is the script's directory
 from researchrl.policy.embedded import resolve_model_path
+from researchrl.rl.config import checkpointing_flag
 from researchrl.rl.grpo import logprob_chunk
 
 ARMS = [(fused, amp) for amp in (False, True) for fused in (True, False)]
@@ -39,7 +40,7 @@ def trainer(path: str, out: str) -> Any:
     from researchrl.rl.grpo import LeanGRPOTrainer
 
     args = GRPOConfig(output_dir=out, per_device_train_batch_size=2, num_generations=2, beta=0.0, use_cpu=True,
-                      report_to="none", bf16=False, gradient_checkpointing=True, disable_dropout=True)
+                      report_to="none", bf16=False, disable_dropout=True, **checkpointing_flag(True))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     return LeanGRPOTrainer(model=model, args=args, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
                            train_dataset=Dataset.from_list([{"prompt": "q"}] * 2),
@@ -56,7 +57,7 @@ def sft_trainers(path: str, out: str) -> dict[str, Any]:
     from researchrl.rl.sft_trainer import PlainHeadSFTTrainer
 
     args = SFTConfig(output_dir=out, per_device_train_batch_size=1, use_cpu=True, report_to="none", bf16=True,
-                     gradient_checkpointing=True, max_length=None)
+                     max_length=None, **checkpointing_flag(True))
     rows = Dataset.from_list([{"input_ids": [1, 2], "labels": [1, 2]}])
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

@@ -27,6 +27,7 @@ from researchrl.data.load import load_questions
 from researchrl.policy.embedded import resolve_model_path
 from researchrl.policy.tokenizers import HFChatTokenizer
 from researchrl.prompts import BROWSE_WEBPAGE_SCHEMA, WEB_SEARCH_SCHEMA
+from researchrl.rl.config import checkpointing_flag
 from researchrl.sandbox.config import shared_data_dir
 
 RESULTS = Path(__file__).parent / "results"
@@ -43,7 +44,7 @@ def trainer(out: Path) -> Any:
     path = resolve_model_path("embedded")
     args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=1, gradient_accumulation_steps=8,
                       steps_per_generation=8, num_generations=4, beta=0.001, use_cpu=True, report_to="none",
-                      max_steps=1, disable_dropout=True, bf16=False, gradient_checkpointing=False)
+                      max_steps=1, disable_dropout=True, bf16=False, **checkpointing_flag(False))
     lean = LeanGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), args=args,
                            reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
                            train_dataset=Dataset.from_list([{"prompt": "q"}] * 8),

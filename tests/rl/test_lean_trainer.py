@@ -227,6 +227,7 @@ def test_a_grpo_step_trains_the_same_weights_with_the_shared_prefix(tmp_path, ti
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig
 
+    from researchrl.rl.config import checkpointing_flag
     from researchrl.rl.grpo import LeanGRPOTrainer
     from researchrl.rl.shared_prefix import SharedPrefix
 
@@ -247,7 +248,7 @@ def test_a_grpo_step_trains_the_same_weights_with_the_shared_prefix(tmp_path, ti
         args = GRPOConfig(output_dir=str(tmp_path / f"out-{share}"), per_device_train_batch_size=1,
                           gradient_accumulation_steps=4, steps_per_generation=4, num_generations=2, max_steps=2,
                           learning_rate=1e-2, beta=0.01, use_cpu=True, report_to="none", disable_dropout=True,
-                          bf16=False, gradient_checkpointing=False, save_strategy="no", logging_steps=1, seed=0)
+                          bf16=False, save_strategy="no", logging_steps=1, seed=0, **checkpointing_flag(False))
         lean = LeanGRPOTrainer(
             model=AutoModelForCausalLM.from_pretrained(tiny_llama), args=args, rollout_func=rollout,
             reward_funcs=[lambda completion_ids, **_: [float(len(c)) for c in completion_ids]],
