@@ -8,9 +8,11 @@ the same rows greedy on the embedded model in this process, in turn, with the tu
 (policy/cascade.py) and retiring rows (policy/decode.py), retiring rows with the prefix copied into every row, and
 neither (every row decodes to the batch's last, as `model.generate` does). The script checks that all sample the
 same tokens, and samples the process's RSS (the first arm starts on the freshest heap, so its peak is the least
-flattered).
+flattered). --bf16 adds a fourth arm: cascade and retiring rows on a bfloat16 copy of the model (`eval_bf16`, how
+the cpu preset's evaluations decode); its greedy tokens differ from float32's, so it is counted apart. --arms runs
+a subset.
 
-    .venv/bin/python bench/decode.py [--rows 50] [--turns 5] [--rounds 1] [--out FILE] [--note TEXT]
+    .venv/bin/python bench/decode.py [--rows 50] [--turns 5] [--rounds 1] [--bf16] [--arms A B] [--out FILE] [--note TEXT]
 
 Prints and writes bench/results/decode.json (--out). Not a test: nothing here passes or fails.
 """
@@ -37,6 +39,9 @@ from researchrl.prompts import BROWSE_WEBPAGE_SCHEMA, WEB_SEARCH_SCHEMA
 from researchrl.sandbox.config import shared_data_dir
 
 RESULTS = Path(__file__).parent / "results"
+ARMS = {"cascade_retire": dict(cascade=True, retire=True), "retire": dict(cascade=False, retire=True),
+        "to_the_last_row": dict(cascade=False, retire=False)}  # HFPolicy's settings per float32 arm
+BF16_ARM = "cascade_retire_bf16"  # cascade_retire's settings on a bfloat16 copy of the model
 
 
 def recorded_lengths(path: Path, rows: int, turns: int) -> list[list[int]]:
@@ -53,6 +58,8 @@ def main() -> None:
     parser.add_argument("--observation-tokens", type=int, default=200, help="tokens of observation appended after each turn")
     parser.add_argument("--lengths", type=Path, default=RESULTS / "recipe_runs" / "no-checkpointing-seed0" / "eval_after_sft.jsonl",
                         help="an evaluation's eval_<phase>.jsonl whose turn lengths the rows replay")
+    parser.add_argument("--bf16", action="store_true", help="add the arm on a bfloat16 copy of the model (eval_bf16)")
+    parser.add_argument("--arms", nargs="+", choices=[*ARMS, BF16_ARM], help="run only these arms (default: all, --bf16 adding its own)")
     parser.add_argument("--out", type=Path, default=RESULTS / "decode.json", help="where the JSON result is written")
     parser.add_argument("--note", default="", help="free text kept as \"note\" in the JSON (e.g. other load on the machine)")
     args = parser.parse_args()
@@ -63,8 +70,15 @@ def main() -> None:
     protocol = DeepResearcherProtocol()
     starts = [render.start(tok, protocol, q.question, [WEB_SEARCH_SCHEMA, BROWSE_WEBPAGE_SCHEMA]).ids for q in questions]
     observations = passage_observations(tok, len(lengths), args.observation_tokens)
-    settings = {"cascade_retire": dict(cascade=True, retire=True), "retire": dict(cascade=False, retire=True),
-                "to_the_last_row": dict(cascade=False, retire=False)}
+    names = args.arms or [*ARMS, *([BF16_ARM] if args.bf16 else [])]
+    models = {name: policy.model for name in names}
+    if BF16_ARM in names:
+        import copy
+
+        import torch
+
+        models[BF16_ARM] = copy.deepcopy(policy.model).to(torch.bfloat16)
+    settings = {name: {**ARMS, BF16_ARM: ARMS["cascade_retire"]}[name] for name in names}
     arms: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
     streams: dict[str, Any] = {}
     sampler = RssSampler()
@@ -75,7 +89,7 @@ def main() -> None:
             sampler.mark(f"before {name}")
             time.sleep(0.1)
             sampler.mark(name)
-            arm = HFPolicy(policy.model, tok.hf, max_batch=args.rows, **kwargs)
+            arm = HFPolicy(models[name], tok.hf, max_batch=args.rows, **kwargs)
             run = asyncio.run(turns(arm, starts, observations, lengths))
             streams[name] = run.pop("streams")
             run["peak_rss_gb"] = sampler.peaks[name]
@@ -84,15 +98,20 @@ def main() -> None:
             del arm
     busy = [b - a for a, b in zip(cpu_start, cpu_times())]
     best = {name: min(r["seconds"] for r in runs) for name, runs in arms.items()}
+    base = next(name for name in ("to_the_last_row", *names) if name in arms)  # float32 tokens and time to compare with
     result: dict[str, Any] = {
         "rows": len(lengths), "turns": args.turns, "lengths": str(args.lengths), "observation_tokens": args.observation_tokens,
-        "arms": arms, "rows_with_identical_tokens": {name: sum(a == b for a, b in zip(streams[name], streams["to_the_last_row"]))
+        "arms": arms, "rows_with_identical_tokens": {name: sum(a == b for a, b in zip(streams[name], streams[base]))
                                                      for name in settings},
-        "row_steps_ratio_retire": arms["retire"][0]["row_steps"] / arms["to_the_last_row"][0]["row_steps"],
-        "speedup_vs_to_the_last_row": {name: best["to_the_last_row"] / best[name] for name in settings},
-        "speedup_cascade_vs_copied_prefix": best["retire"] / best["cascade_retire"],
+        f"speedup_vs_{base}": {name: best[base] / best[name] for name in settings},
         "steal_percent": 100 * busy[7] / sum(busy), "load_average_end": os.getloadavg(),
     }
+    if {"retire", "to_the_last_row"} <= set(arms):
+        result["row_steps_ratio_retire"] = arms["retire"][0]["row_steps"] / arms["to_the_last_row"][0]["row_steps"]
+    if {"retire", "cascade_retire"} <= set(arms):
+        result["speedup_cascade_vs_copied_prefix"] = best["retire"] / best["cascade_retire"]
+    if {BF16_ARM, "cascade_retire"} <= set(arms):
+        result["speedup_bf16_vs_float32"] = best["cascade_retire"] / best[BF16_ARM]
     if args.note:
         result["note"] = args.note
     args.out.write_text(json.dumps(result, indent=2))

@@ -106,6 +106,8 @@ def main() -> None:
                         help="an evaluation's eval_<phase>.jsonl whose episodes' completion lengths the rows take")
     parser.add_argument("--out", type=Path, default=RESULTS / "prefix_update.json", help="where the JSON result is written")
     args = parser.parse_args()
+    if args.group_size < 1 or args.rows < args.group_size or args.rows % args.group_size:
+        parser.error(f"--rows ({args.rows}) must be a positive multiple of --group-size ({args.group_size}): whole groups")
     lengths = [e["completion_tokens"] for e in map(json.loads, args.lengths.open())][: args.rows]
     with tempfile.TemporaryDirectory() as tmp:
         lean = trainer(Path(tmp))

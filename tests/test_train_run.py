@@ -102,12 +102,14 @@ def test_eval_run_reproduces_the_runs_own_evaluation_token_for_token(finished: P
     assert tables["evaluated"] == {"run": str(finished), "phase": "after", "overrides": {}}
     settings = json.loads((out / "eval_config.json").read_text())
     assert settings["env"]["search"] == "local" and settings["agent"]["sampling"]["temperature"] == 0.0
+    run_config = tomllib.loads((finished / "config.toml").read_text())
+    assert settings["bf16"] is run_config["eval_bf16"]  # the run's own precision, whichever this CPU resolved
 
 
 def test_explicit_flags_override_the_run_and_are_recorded(finished: Path, tmp_path: Path) -> None:
     out = tmp_path / "one_turn"
     result = researchrl("eval", "--run", str(finished), "--phase", "before", "--out", str(out), "--max-turns", "1",
-                        "--set", "env.top_k=1", "--limit", "1")
+                        "--set", "env.top_k=1", "--limit", "1", "--bf16")
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = read_jsonl(out / "records.jsonl")
     assert len(record["turns"]) == 1
@@ -116,6 +118,7 @@ def test_explicit_flags_override_the_run_and_are_recorded(finished: Path, tmp_pa
     assert tables["evaluated"]["overrides"] == {"agent.max_turns": 1, "env.top_k": "1"}
     settings = json.loads((out / "eval_config.json").read_text())
     assert settings["env"]["top_k"] == 1 and settings["env"]["corpus"].endswith("corpus.jsonl")
+    assert settings["bf16"] is True  # --bf16 over the run's eval_bf16, recorded
 
 
 def test_ask_run_uses_the_runs_model_and_environment(finished: Path) -> None:

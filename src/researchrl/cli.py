@@ -138,7 +138,7 @@ async def _ask(question, gold, model, base_url, api_key_env, tokenizer, threads,
 
 
 def _policy(model: str, base_url: str | None, api_key_env: str, tokenizer: str | None, threads: int | None,
-            max_batch: int = 16):  # noqa: ANN202
+            max_batch: int = 16, bf16: bool = False):  # noqa: ANN202
     """An OpenAI-compatible policy when --base-url is given, else a local transformers model."""
     if base_url:
         from researchrl.policy.openai import OpenAIPolicy
@@ -147,7 +147,7 @@ def _policy(model: str, base_url: str | None, api_key_env: str, tokenizer: str |
     from researchrl.policy.hf import HFPolicy
 
     with console.status(f"loading {model}…"):
-        return HFPolicy.load(model, threads=threads, max_batch=max_batch)
+        return HFPolicy.load(model, threads=threads, max_batch=max_batch, bf16=bf16)
 
 
 def _known_answers(question: str) -> tuple[str, ...]:

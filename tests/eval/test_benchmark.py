@@ -119,6 +119,8 @@ SERVED = "http://127.0.0.1:8000/v1"
         ({"endpoint": SERVED}, {"endpoint": SERVED, "tokenizer": "/models/served"}, "(policy_mode 'chat' there, 'completions' now)"),
         ({"endpoint": SERVED, "tokenizer": "/models/served"}, {},
          f"(policy_endpoint '{SERVED}' there, None now; policy_mode 'completions' there, 'local' now)"),
+        ({}, {"bf16": True}, "(bf16 False there, True now)"),  # float32 and bf16 records would mix
+        ({"bf16": True}, {}, "(bf16 True there, False now)"),
     ],
 )
 def test_a_resume_with_another_policy_endpoint_or_mode_is_refused(
@@ -131,7 +133,17 @@ def test_a_resume_with_another_policy_endpoint_or_mode_is_refused(
         check_job(job(data, out, **now))
     assert f"{out} holds a different evaluation {named}; use another --out" in str(err.value)
     assert "\n" not in str(err.value)
-    assert check_job(job(data, out, **{**before, **({"endpoint": f"{SERVED}/"} if before else {})}))  # same, resumable
+    assert check_job(job(data, out, **{**before, **({"endpoint": f"{SERVED}/"} if "endpoint" in before else {})}))  # same, resumable
+
+
+def test_an_evaluation_begun_before_the_bf16_key_resumes_as_float32(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    older = {key: value for key, value in job(data, out).settings().items() if key != "bf16"}
+    (out / "eval_config.json").write_text(json.dumps(older))
+    assert check_job(job(data, out))
+    with pytest.raises(UserError, match=r"\(bf16 False there, True now\)"):
+        check_job(job(data, out, bf16=True))
 
 
 def test_k_samples_need_a_temperature(data: Path, tmp_path: Path) -> None:

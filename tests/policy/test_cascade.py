@@ -21,13 +21,16 @@ def tiny(tiny_llama: Path):  # noqa: ANN201
     return LlamaForCausalLM.from_pretrained(tiny_llama).eval(), AutoTokenizer.from_pretrained(tiny_llama)
 
 
-def test_cascade_equals_one_forward_over_prefix_and_rows(tiny) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float32", 1e-4), ("bfloat16", 0.05)])
+def test_cascade_equals_one_forward_over_prefix_and_rows(tiny, dtype: str, tolerance: float) -> None:  # noqa: ANN001
+    import copy
+
     import torch
     from transformers import DynamicCache
 
     from researchrl.policy.cascade import cascading
 
-    model, _ = tiny
+    model = tiny[0] if dtype == "float32" else copy.deepcopy(tiny[0]).to(torch.bfloat16)  # eval_bf16's copy
     prefix = torch.randint(10, 1000, (1, 9))
     rows = torch.randint(10, 1000, (3, 6))
     mask = torch.ones(3, 6, dtype=torch.long)
@@ -47,8 +50,9 @@ def test_cascade_equals_one_forward_over_prefix_and_rows(tiny) -> None:  # noqa:
                            use_cache=True, cascade_prefix=shared).logits
         assert model.config._attn_implementation == "sdpa"  # restored after the block
     real = mask.bool()
-    assert (first - whole[:, 9:15])[real].abs().max() < 1e-4  # padding positions are not compared: nothing reads them
-    assert (second - whole[:, 15:]).abs().max() < 1e-4
+    assert first.dtype == second.dtype == getattr(torch, dtype)  # the merge's fp32 log-sum-exps do not leak into the model
+    assert (first - whole[:, 9:15])[real].abs().max() < tolerance  # padding positions are not compared: nothing reads them
+    assert (second - whole[:, 15:]).abs().max() < tolerance
     assert own.get_seq_length() == 7  # the rows' cache holds only their own tokens, not the prefix
 
 

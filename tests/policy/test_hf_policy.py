@@ -62,6 +62,21 @@ async def test_logprobs_match_a_forward_pass(policy) -> None:  # noqa: ANN001
     assert torch.allclose(torch.tensor(sample.logprobs), expected, atol=1e-3)
 
 
+async def test_a_bf16_load_decodes_batched_rows_in_bf16() -> None:
+    """eval_bf16's model: bfloat16 weights through the batched (cascade) decode, log-probs still float."""
+    import torch
+
+    from researchrl.policy.hf import HFPolicy
+
+    half = HFPolicy.load("embedded", max_batch=8, bf16=True)
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    greedy = Sampling(temperature=0.0, max_new_tokens=12)
+    rows = await asyncio.gather(*(half.generate(c, greedy) for c in contexts(half, QUESTIONS[:2])))
+    for row in rows:
+        assert 0 < len(row.token_ids) <= 12 and len(row.logprobs) == len(row.token_ids)
+        assert all(isinstance(x, float) and math.isfinite(x) and x <= 0 for x in row.logprobs)
+
+
 async def test_seeded_sampling_is_reproducible(policy) -> None:  # noqa: ANN001
     ctx = contexts(policy, QUESTIONS[:1])[0]
     s = Sampling(temperature=1.0, max_new_tokens=16, seed=42)

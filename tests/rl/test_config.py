@@ -35,7 +35,7 @@ def test_every_setting_is_in_each_preset_with_a_comment(preset: str) -> None:
         elif "=" in line and not line.startswith("# ") or line.startswith("# ") and " = " in line.split("#")[1]:
             key = line.lstrip("# ").split("=")[0].strip()
             documented[section + key] = line
-    wanted = set(flatten(to_dict(TrainConfig()))) | {"questions", "threads", "use_vllm", "amp", "fused_lm_head", "vllm_server_base_url", "vllm_bin", "env.search_url",
+    wanted = set(flatten(to_dict(TrainConfig()))) | {"questions", "threads", "use_vllm", "amp", "eval_bf16", "fused_lm_head", "vllm_server_base_url", "vllm_bin", "env.search_url",
                                                      "env.corpus", "env.reader_url", "env.cache", "env.search_qps",
                                                      "env.step_budget_usd", "env.run_budget_usd", "env.ray_address"}
     wanted = {k for k in wanted if not k.startswith("env.prices")}

@@ -140,6 +140,17 @@ def test_amp_unset_follows_the_cpu_and_explicit_settings_win() -> None:
     assert resolve_amp(TrainConfig(amp=True)).amp is True
 
 
+def test_evaluations_run_in_bf16_where_training_computes_in_it_and_explicit_settings_win() -> None:
+    from researchrl.rl.config import TrainConfig
+    from researchrl.rl.precision import resolve_eval_bf16
+
+    assert resolve_eval_bf16(TrainConfig(amp=True)).eval_bf16 is True
+    assert resolve_eval_bf16(TrainConfig(bf16=True, amp=False)).eval_bf16 is True
+    assert resolve_eval_bf16(TrainConfig(amp=False)).eval_bf16 is False
+    assert resolve_eval_bf16(TrainConfig(amp=True, eval_bf16=False)).eval_bf16 is False
+    assert resolve_eval_bf16(TrainConfig(amp=False, eval_bf16=True)).eval_bf16 is True
+
+
 def test_the_own_head_is_used_on_cpu_and_only_for_models_whose_logits_are_the_heads(trainer) -> None:  # noqa: ANN001
     import copy
 

@@ -1,7 +1,8 @@
 """Real GRPO steps on the embedded SmolLM2 through TRL with our rollout_func: the contract, learning, resuming.
 
 One module-scoped run keeps this affordable on 2 cores: a tiny warm-up (so rewards vary within a group), two
-GRPO steps with a checkpoint after each, then a second run resumed from checkpoint-1.
+GRPO steps with a checkpoint after each, then a second run resumed from checkpoint-1. Slow (~3.5 min): `.ci/run`
+runs it; the default suite keeps tests/test_train_run.py's whole real `researchrl train` (warm-up, GRPO, evaluations).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from researchrl.config import merge
 from researchrl.rl.config import load_config
 from researchrl.rl.train import BudgetStop, env_config
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 CFG = merge(load_config("cpu"), dict(
     group_size=4, questions_per_step=1, micro_batch=2, max_steps=2, save_steps=1, learning_rate=2e-5, sft_learning_rate=1e-4,

@@ -32,8 +32,9 @@ from researchrl.types import Question
 from researchrl.web.cache import endpoint_id
 from researchrl.web.redact import scrub
 
-RESUME_KEYS = ("data", "model", "policy_endpoint", "policy_mode", "protocol", "k", "temperature", "max_turns",
+RESUME_KEYS = ("data", "model", "policy_endpoint", "policy_mode", "bf16", "protocol", "k", "temperature", "max_turns",
                "max_new_tokens", "search", "heldout")
+LATER_KEYS = {"bf16": False}  # what an eval_config.json written before the key existed ran with
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class EvalJob:
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval --run: the run, phase and overrides
     endpoint: str | None = None  # the policy's OpenAI-compatible base URL (--base-url; None: a model in this process)
     tokenizer: str | None = None  # with an endpoint: the served model's tokenizer (--tokenizer), for completions mode
+    bf16: bool = False  # a local model decodes with bfloat16 weights (--bf16; always False with an endpoint)
 
     @property
     def mode(self) -> str:
@@ -68,6 +70,7 @@ class EvalJob:
             "model": self.model,
             "policy_endpoint": endpoint_id(self.endpoint) if self.endpoint else None,
             "policy_mode": self.mode,
+            "bf16": self.bf16,
             "protocol": self.agent.protocol,
             "k": self.k,
             "temperature": self.agent.sampling.temperature,
@@ -105,6 +108,7 @@ def check_job(job: EvalJob) -> list[Question]:
     saved = job.out / "eval_config.json"
     if saved.exists():
         before, now = json.loads(saved.read_text()), job.settings()
+        before = {**LATER_KEYS, **before}
         changed = [f"{key} {before.get(key)!r} there, {now.get(key)!r} now" for key in RESUME_KEYS
                    if before.get(key) != now.get(key)]
         if changed:

@@ -51,6 +51,7 @@ def eval_command(
     judge_key_env: str = typer.Option("JUDGE_API_KEY", help="Environment variable holding the judge's key."),
     judge_max_tokens: Optional[int] = typer.Option(None, min=1, help="Tokens per judge reply (default: no limit, as the paper)."),
     threads: Optional[int] = options.THREADS,
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="A local model decodes with bfloat16 weights (~1.6x faster on a CPU with native bf16, ~3.5x slower on an AVX2-only one); default: as the run's own evaluations (--run), else float32."),
     executor: str = typer.Option("local", help="Where search/fetch/read calls run: local | ray (a pool of Ray tool workers)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address for --executor ray (default: start a local Ray)."),
     ray_workers: int = typer.Option(2, min=1, help="Ray tool workers for --executor ray."),
@@ -80,6 +81,8 @@ def eval_command(
             limit = limit or chosen.run.eval_questions  # type: ignore[union-attr]
             if not heldout:
                 raise ConfigError(f"{run} held out no questions (heldout = 0): give --data")
+        if bf16 and base_url:
+            raise ConfigError("--bf16 decodes a local model; a --base-url server chooses its own precision")
         if data is None:
             raise ConfigError("--data is required (a .parquet or .jsonl QA file), unless --run names a run with held-out questions")
         if out is None:
@@ -89,7 +92,8 @@ def eval_command(
         job = EvalJob(data=data, out=out, model=chosen.model, agent=chosen.agent, env=chosen.env, k=k, limit=limit,
                       concurrency=concurrency, rag_k=rag_k, heldout=heldout,
                       provenance={"run": str(run), "phase": phase, "overrides": chosen.overrides} if run else {},
-                      endpoint=base_url or None, tokenizer=tokenizer)
+                      endpoint=base_url or None, tokenizer=tokenizer,
+                      bf16=not base_url and bool(chosen.run.eval_bf16 if bf16 is None and run is not None else bf16))  # type: ignore[union-attr]
         check_job(job)  # report a bad flag or file before loading a model
         rows, spend = asyncio.run(_run(job, api_key_env, threads, judge_url, judge_model, judge_key_env, judge_max_tokens))
     from researchrl.display import web_summary
@@ -135,7 +139,7 @@ async def _run(job, api_key_env, threads, judge_url, judge_model, judge_key_env,
     from researchrl.eval.benchmark import run_benchmark
     from researchrl.eval.judge import Judge
 
-    policy = _policy(job.model, job.endpoint, api_key_env, job.tokenizer, threads, max_batch=job.concurrency)
+    policy = _policy(job.model, job.endpoint, api_key_env, job.tokenizer, threads, max_batch=job.concurrency, bf16=job.bf16)
     judge = Judge(judge_url, judge_model, api_key_env=judge_key_env, max_tokens=judge_max_tokens) if judge_url else None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:

@@ -54,7 +54,7 @@ def cascade_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     top = torch.fmax(lse_p, lse_s)  # lse_s is -inf (or NaN) where a padding query sees none of its own row
     w_p, w_s = (lse_p - top).exp(), (lse_s - top).exp().nan_to_num(0.0)
     out = (out_p * w_p[..., None] + out_s.nan_to_num(0.0) * w_s[..., None]) / (w_p + w_s)[..., None]
-    return out.reshape(b, heads, q, d).transpose(1, 2).contiguous(), None
+    return out.to(query.dtype).reshape(b, heads, q, d).transpose(1, 2).contiguous(), None  # the log-sum-exps are fp32
 
 
 @contextmanager

@@ -67,8 +67,8 @@ class HFPolicy:
         self._worker: asyncio.Task[None] | None = None
 
     @classmethod
-    def load(cls, name: str = "embedded", threads: int | None = None, max_batch: int = 16) -> HFPolicy:
-        """Load the embedded SmolLM2 (converted once, offline) or any HF path/directory, in float32 on CPU."""
+    def load(cls, name: str = "embedded", threads: int | None = None, max_batch: int = 16, bf16: bool = False) -> HFPolicy:
+        """Load the embedded SmolLM2 (converted once, offline) or any HF path/directory, in float32 (or bf16) on CPU."""
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -78,7 +78,7 @@ class HFPolicy:
 
         torch.set_num_threads(threads or default_threads())
         tokenizer = from_pretrained(AutoTokenizer, name)
-        model = from_pretrained(AutoModelForCausalLM, name, dtype=torch.float32)
+        model = from_pretrained(AutoModelForCausalLM, name, dtype=torch.bfloat16 if bf16 else torch.float32)
         return cls(model, tokenizer, max_batch=max_batch)
 
     async def generate(self, context: Context, sampling: Sampling) -> Sample:

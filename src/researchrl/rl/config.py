@@ -62,6 +62,7 @@ class TrainConfig:
     vllm_sync_tolerance: float = 1e-3  # CPU sync: largest server-vs-trainer logprob gap on the probe sequence
     bf16: bool = False  # bfloat16 weights and compute (GPUs)
     amp: bool | None = None  # bf16 autocast in training's forward/backward over fp32 weights; None: on a CPU with native bf16
+    eval_bf16: bool | None = None  # held-out evaluations decode a bfloat16 copy of the model; None: when amp or bf16 is on
     env: EnvConfig = field(default_factory=EnvConfig)  # the search engine, pages and reader of every episode
     agent: AgentConfig = field(default_factory=AgentConfig)  # turn budgets, decoding and reward of every episode
 

@@ -84,9 +84,9 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, say: Callable[[str], None] = print):
         from researchrl.rl.lm_head import resolve_lm_head
-        from researchrl.rl.precision import resolve_amp
+        from researchrl.rl.precision import resolve_amp, resolve_eval_bf16
 
-        self.cfg = cfg = resolve_lm_head(resolve_amp(cfg))  # config.toml records how training computed
+        self.cfg = cfg = resolve_lm_head(resolve_eval_bf16(resolve_amp(cfg)))  # config.toml records how training computed
         self.dir = run_dir
         self.say = say if ranks.is_main() else lambda line: None
         self.threads = ranks.cpu_threads(cfg.threads)
@@ -108,7 +108,7 @@ class Run:
 
         if ranks.is_main() and phase not in self.results and questions:
             started = time.perf_counter()
-            policy = HFPolicy.load(model_path, threads=self.threads, max_batch=len(questions))
+            policy = HFPolicy.load(model_path, threads=self.threads, max_batch=len(questions), bf16=bool(self.cfg.eval_bf16))
             try:
                 summary, trajectories = evaluate(policy, questions, env, self.cfg.greedy_agent())
             finally:
