@@ -1,7 +1,7 @@
 """Real GRPO steps on the embedded SmolLM2 through TRL with our rollout_func: the contract, learning, resuming.
 
 One module-scoped run keeps this affordable on 2 cores: a tiny warm-up (so rewards vary within a group), two
-GRPO steps with a checkpoint after each, then a second run resumed from checkpoint-1. Slow (~3.5 min): `.ci/run`
+GRPO steps with a checkpoint after each, then a second run resumed from checkpoint-1. Slow (~4.5 min): `.ci/run`
 runs it; the default suite keeps tests/test_train_run.py's whole real `researchrl train` (warm-up, GRPO, evaluations).
 """
 
