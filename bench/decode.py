@@ -9,7 +9,7 @@ the same rows greedy on the embedded model in this process, in turn, with the tu
 neither (every row decodes to the batch's last, as `model.generate` does). The script checks that all sample the
 same tokens, and samples the process's RSS (the first arm starts on the freshest heap, so its peak is the least
 flattered). --bf16 adds a fourth arm: cascade and retiring rows on a bfloat16 copy of the model (`eval_bf16`, how
-the cpu preset's evaluations decode); its greedy tokens differ from float32's, so it is counted apart. --arms runs
+the cpu preset's evaluations decode where `amp` is on); its greedy tokens differ from float32's, so it is counted apart. --arms runs
 a subset.
 
     .venv/bin/python bench/decode.py [--rows 50] [--turns 5] [--rounds 1] [--bf16] [--arms A B] [--out FILE] [--note TEXT]
