@@ -9,8 +9,8 @@ the same rows greedy on the embedded model in this process, in turn, with the tu
 neither (every row decodes to the batch's last, as `model.generate` does). The script checks that all sample the
 same tokens, and samples the process's RSS (the first arm starts on the freshest heap, so its peak is the least
 flattered). --bf16 adds a fourth arm: cascade and retiring rows on a bfloat16 copy of the model (`eval_bf16`, how
-the cpu preset's evaluations decode where `amp` is on); its greedy tokens differ from float32's, so it is counted apart. --arms runs
-a subset.
+the cpu preset's evaluations decode where `amp` is on); its greedy tokens differ from float32's, so it is counted
+apart. --arms runs a subset.
 
     .venv/bin/python bench/decode.py [--rows 50] [--turns 5] [--rounds 1] [--bf16] [--arms A B] [--out FILE] [--note TEXT]
 
@@ -42,6 +42,7 @@ RESULTS = Path(__file__).parent / "results"
 ARMS = {"cascade_retire": dict(cascade=True, retire=True), "retire": dict(cascade=False, retire=True),
         "to_the_last_row": dict(cascade=False, retire=False)}  # HFPolicy's settings per float32 arm
 BF16_ARM = "cascade_retire_bf16"  # cascade_retire's settings on a bfloat16 copy of the model
+SETTINGS = {**ARMS, BF16_ARM: ARMS["cascade_retire"]}
 
 
 def recorded_lengths(path: Path, rows: int, turns: int) -> list[list[int]]:
@@ -59,7 +60,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=Path, default=RESULTS / "recipe_runs" / "no-checkpointing-seed0" / "eval_after_sft.jsonl",
                         help="an evaluation's eval_<phase>.jsonl whose turn lengths the rows replay")
     parser.add_argument("--bf16", action="store_true", help="add the arm on a bfloat16 copy of the model (eval_bf16)")
-    parser.add_argument("--arms", nargs="+", choices=[*ARMS, BF16_ARM], help="run only these arms (default: all, --bf16 adding its own)")
+    parser.add_argument("--arms", nargs="+", choices=list(SETTINGS), help="run only these arms (default: all, --bf16 adding its own)")
     parser.add_argument("--out", type=Path, default=RESULTS / "decode.json", help="where the JSON result is written")
     parser.add_argument("--note", default="", help="free text kept as \"note\" in the JSON (e.g. other load on the machine)")
     args = parser.parse_args()
@@ -78,7 +79,7 @@ def main() -> None:
         import torch
 
         models[BF16_ARM] = copy.deepcopy(policy.model).to(torch.bfloat16)
-    settings = {name: {**ARMS, BF16_ARM: ARMS["cascade_retire"]}[name] for name in names}
+    settings = {name: SETTINGS[name] for name in names}
     arms: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
     streams: dict[str, Any] = {}
     sampler = RssSampler()
