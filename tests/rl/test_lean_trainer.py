@@ -280,3 +280,62 @@ def test_a_grpo_step_trains_the_same_weights_with_the_shared_prefix(tmp_path, ti
     assert computed == [6, 6, 6, 6]  # per step: the reference pass's prefix, the loss pass's (first row's spare tokens)
     assert (whole - start).abs().max() > 1e-3  # the steps moved the weights
     torch.testing.assert_close(shared, whole, rtol=1e-4, atol=1e-5)
+
+
+def test_micro_batches_of_zero_advantage_skip_their_pass_and_train_the_same_weights(tmp_path, tiny_llama) -> None:  # noqa: ANN001
+    """Two real optimizer steps, beta = 0: the first has one group that scored the same (zero advantage), the second
+    only such groups. Skipping their forward and backward gives the same weights as TRL's whole pass, AdamW's momentum
+    step on the second included; with a KL term nothing is skipped."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig
+
+    from researchrl.rl.grpo import LeanGRPOTrainer
+
+    def rollout(prompts, trainer):  # noqa: ANN001, ANN202
+        completions = [[200 + i + j for j in range(3 + 2 * i)] for i in range(len(prompts))]
+        return {"prompt_ids": [[3, 4, 100 + len(p)] for p in prompts], "completion_ids": completions,
+                "logprobs": [[0.0] * len(c) for c in completions]}
+
+    def train(skip: bool, beta: float) -> tuple[torch.Tensor, int, list[float]]:
+        calls = {"reward": 0, "scored": 0}
+
+        def reward(completion_ids, **_):  # noqa: ANN001, ANN202
+            """Step 1: the first group's two rollouts differ, the second group's score the same; step 2: all the same."""
+            calls["reward"] += 1
+            if calls["reward"] > 1:
+                return [1.0] * len(completion_ids)
+            return [float(len(c)) for c in completion_ids[:2]] + [1.0] * (len(completion_ids) - 2)
+
+        args = GRPOConfig(output_dir=str(tmp_path / f"out-{skip}-{beta}"), per_device_train_batch_size=1,
+                          gradient_accumulation_steps=4, steps_per_generation=4, num_generations=2, max_steps=2,
+                          learning_rate=1e-2, beta=beta, use_cpu=True, report_to="none", disable_dropout=True,
+                          bf16=False, save_strategy="no", logging_steps=1, seed=0, shuffle_dataset=False)
+        lean = LeanGRPOTrainer(
+            model=AutoModelForCausalLM.from_pretrained(tiny_llama), args=args, rollout_func=rollout,
+            reward_funcs=[reward], train_dataset=Dataset.from_list([{"prompt": "q" * n} for n in range(1, 5)]),
+            processing_class=AutoTokenizer.from_pretrained(tiny_llama),
+        )
+        lean.fused_head, lean.skip_zero_advantage = False, skip
+        score = lean._trimmed_logps
+
+        def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            calls["scored"] += torch.is_grad_enabled()
+            return score(*args, **kwargs)
+
+        lean._trimmed_logps = counted
+        lean.train()
+        skipped = [row["frac_micro_batches_skipped"] for row in lean.state.log_history if "frac_micro_batches_skipped" in row]
+        return torch.cat([p.detach().flatten() for p in lean.model.parameters()]), calls["scored"], skipped
+
+    start = torch.cat([p.detach().flatten() for p in AutoModelForCausalLM.from_pretrained(tiny_llama).parameters()])
+    whole, whole_passes, _ = train(False, 0.0)
+    skipped, skipped_passes, fractions = train(True, 0.0)
+    assert whole_passes == 8 and skipped_passes == 2  # step 1: the differing group's two rows; step 2: none
+    assert fractions == [0.5, 1.0]
+    moved = (skipped - start).abs().max()
+    assert moved > 1e-3
+    torch.testing.assert_close(skipped, whole, rtol=1e-5, atol=1e-6)
+    _, kl_passes, kl_fractions = train(True, 0.01)
+    assert kl_passes == 8 and kl_fractions == [0.0, 0.0]

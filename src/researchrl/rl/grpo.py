@@ -12,7 +12,9 @@ LeanGRPOTrainer computes what TRL computes in less memory; bench/train_step.py m
 - the prompt prefix the rows share (system prompt, tool schemas) runs once per pass, not once per row
   (rl/shared_prefix.py; on the model's own head, one row per micro-batch);
 - freed C-heap pages go back to the OS between rollout, reference pass and micro-batches (-1.0 GB, see
-  release_free_memory).
+  release_free_memory);
+- with no KL term (beta = 0), a micro-batch whose rows all have zero advantage (a group whose rollouts all scored the
+  same) has zero loss and gradient whatever the weights: it skips its forward and backward (`zero_loss`).
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ class LeanGRPOTrainer(GRPOTrainer):
     amp = False  # score (policy and reference forwards, and so their backward) under bf16 autocast
     fused_head = True  # TRL's fused LM head; False: the model's own over the completion positions (rl/lm_head.py)
     share_prefix = True  # run the rows' shared prompt prefix once per pass (own head, one row per micro-batch)
+    skip_zero_advantage = True  # no forward or backward for a micro-batch whose loss is zero whatever the weights
     _loss_pass = False  # inside _compute_loss: the policy's prefix is kept for the whole optimizer step
     _step_prefix: SharedPrefix | None = None  # the policy's prefix of this optimizer step, its gradient still to send
 
@@ -167,9 +170,23 @@ class LeanGRPOTrainer(GRPOTrainer):
             release_free_memory()
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
-        """TRL's loss; the policy's scoring inside it may keep a shared prefix for the optimizer step."""
+        """TRL's loss; the policy's scoring inside it may keep a shared prefix for the optimizer step. A micro-batch
+        whose loss is zero whatever the weights (`zero_loss`) skips its forward and backward."""
+        zero = self.zero_loss(inputs)
+        if self.model.training:
+            self._metrics["train"]["frac_micro_batches_skipped"].append(float(zero))
+        if zero:  # zero gradients, not none: AdamW still decays its moments and steps on them, as TRL's pass would
+            return sum(param.sum() * 0.0 for param in model.parameters() if param.requires_grad)
         with self.loss_pass():
             return super()._compute_loss(model, inputs)
+
+    def zero_loss(self, inputs: dict[str, Any]) -> bool:
+        """Every row's advantage is zero and nothing else enters the loss (no KL term, entropy bonus or MoE aux
+        loss): every loss type scales each token by its advantage, so the loss and its gradient are exactly zero.
+        One process only (TRL gathers metrics across processes inside the loss)."""
+        return (self.skip_zero_advantage and self.model.training and self.beta == 0.0 and not self.aux_loss_enabled
+                and not self._entropy_bonus_enabled and self.accelerator.num_processes == 1
+                and not bool(inputs["advantages"].any()))
 
     @contextmanager
     def loss_pass(self) -> Iterator[None]:
