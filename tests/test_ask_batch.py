@@ -60,6 +60,7 @@ def test_one_record_per_question_with_answer_sources_and_the_trajectory(answered
         assert all((record[key] is not None) == scored for key in ("reward", "f1", "em"))
     settings = json.loads((answered / "out" / "answers.jsonl.config.json").read_text())
     assert settings["model"] == "embedded" and settings["agent"]["max_turns"] == 2 and settings["env"]["search"] == "sandbox"
+    assert settings["bf16"] is False  # no --run, no --bf16: float32
 
 
 @pytest.mark.model
@@ -72,6 +73,23 @@ def test_a_rerun_skips_every_answered_question_without_loading_a_model(
     code, errors, stdout = ask("--file", questions, "--out", out, *QUICK)
     assert (code, errors) == (0, [])
     assert "0 written now, 3 from before, of 3" in stdout and out.read_bytes() == before
+
+
+@pytest.mark.model
+def test_answers_from_before_bf16_was_recorded_resume_as_float32_and_a_bf16_rerun_is_refused(
+    answered: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    questions, out = copy(answered, tmp_path)
+    config = out.with_name(out.name + ".config.json")
+    older = json.loads(config.read_text())
+    del older["bf16"]  # as written before the key existed
+    config.write_text(json.dumps(older))
+    monkeypatch.setattr("researchrl.cli._policy", lambda *a, **k: pytest.fail("a finished batch loaded the policy"))
+    code, errors, stdout = ask("--file", questions, "--out", out, *QUICK)
+    assert (code, errors) == (0, []) and "0 written now, 3 from before, of 3" in stdout
+    code, errors, _ = ask("--file", questions, "--out", out, *QUICK, "--bf16")
+    assert code == 2 and len(errors) == 1
+    assert errors[0].startswith(f"error: --out {out} holds answers of a different job (bf16: None, now True)")
 
 
 @pytest.mark.model

@@ -88,6 +88,8 @@ MISTAKES: list[tuple[str, list[str], Setup, str]] = [
      local_eval, "policy_mode 'local' there, 'completions' now"),
     ("eval_bf16_endpoint", ["eval", "--data", "{tmp}/q.jsonl", "--out", "{tmp}/out", *POLICY, "--bf16"], files,
      "--bf16 decodes a local model; a --base-url server chooses its own precision"),
+    ("ask_bf16_endpoint", ["ask", "q", *POLICY, "--bf16"], files,
+     "--bf16 decodes a local model; a --base-url server chooses its own precision"),
     ("ask_tokenizer_missing", ["ask", "q", "--tokenizer", "/nonexistent", *POLICY], files,
      "cannot load tokenizer '/nonexistent': no such directory"),
     ("ask_tokenizer_file", ["ask", "q", "--tokenizer", "{tmp}/a-file", *POLICY], files,

@@ -127,6 +127,26 @@ def test_ask_run_uses_the_runs_model_and_environment(finished: Path) -> None:
     assert "termination" in result.stdout and "web: upstream calls" in result.stdout
 
 
+def test_ask_run_decodes_in_the_precision_of_the_runs_evaluations(finished: Path, tmp_path: Path) -> None:
+    """A run whose evaluations decoded in bf16 (its config.toml says so) is asked in bf16; --no-bf16 overrides."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for entry in finished.iterdir():
+        if entry.name != "config.toml":
+            (run / entry.name).symlink_to(entry)
+    config = (finished / "config.toml").read_text()
+    (run / "config.toml").write_text(config.replace(f"eval_bf16 = {str(tomllib.loads(config)['eval_bf16']).lower()}",
+                                                     "eval_bf16 = true"))
+    assert tomllib.loads((run / "config.toml").read_text())["eval_bf16"] is True
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "If Gallu is a demon Lilu is what?"}) + "\n")
+    for flags, want in (([], True), (["--no-bf16"], False)):
+        out = tmp_path / f"answers{len(flags)}.jsonl"
+        result = researchrl("ask", "--file", str(tmp_path / "q.jsonl"), "--out", str(out), "--run", str(run),
+                            "--max-turns", "1", *flags)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert json.loads(out.with_name(out.name + ".config.json").read_text())["bf16"] is want
+
+
 def test_resume_keeps_the_runs_settings(finished: Path) -> None:
     refused = researchrl("train", "--resume", str(finished), "--set", "agent.max_turns=5")
     assert refused.returncode == 2 and "agent.max_turns cannot change mid-run" in refused.stderr

@@ -15,7 +15,7 @@ from researchrl.data.load import to_question
 from researchrl.data.rows import InputError, jsonl_rows
 from researchrl.environment import EnvConfig, open_environment
 from researchrl.errors import UserError
-from researchrl.eval.benchmark import _settled, load_done
+from researchrl.eval.benchmark import LATER_KEYS, _settled, load_done
 from researchrl.outputs import check_file
 from researchrl.policy.base import Policy
 from researchrl.records import trajectory_record
@@ -23,7 +23,7 @@ from researchrl.types import Question, Trajectory
 from researchrl.web.redact import scrub
 
 # settings (dotted, as in the config file) that must match for a rerun to add to the answers already in --out
-RESUME_KEYS = ("model", "agent.protocol", "agent.max_turns", "agent.sampling.max_new_tokens",
+RESUME_KEYS = ("model", "bf16", "agent.protocol", "agent.max_turns", "agent.sampling.max_new_tokens",
                "agent.sampling.temperature", "env.search")
 
 
@@ -37,6 +37,7 @@ class AnswerJob:
     agent: AgentConfig
     env: EnvConfig
     concurrency: int = 16  # episodes in flight (a local model batches their turns)
+    bf16: bool = False  # a local model decodes with bfloat16 weights
 
     @property
     def config_path(self) -> Path:
@@ -45,7 +46,7 @@ class AnswerJob:
 
     def settings(self) -> dict[str, Any]:
         """What the config file records (no secret: URLs' passwords and keys redacted); its RESUME_KEYS must match."""
-        return scrub({"model": self.model, "questions": str(self.questions), "env": to_dict(self.env),
+        return scrub({"model": self.model, "bf16": self.bf16, "questions": str(self.questions), "env": to_dict(self.env),
                       "agent": to_dict(self.agent)})
 
 
@@ -100,7 +101,7 @@ def _check_same_job(job: AnswerJob) -> None:
     except (ValueError, AttributeError):
         raise UserError(f"{job.config_path} is not the JSON object researchrl ask --file writes") from None
     now = flatten(job.settings())
-    changed = [key for key in RESUME_KEYS if before.get(key) != now.get(key)]
+    changed = [key for key in RESUME_KEYS if before.get(key, LATER_KEYS.get(key)) != now.get(key)]
     if changed:
         differences = ", ".join(f"{key}: {before.get(key)!r}, now {now.get(key)!r}" for key in changed)
         raise UserError(f"--out {job.out} holds answers of a different job ({differences}); "
@@ -157,7 +158,7 @@ async def _answer(job, todo, earlier, base_url, api_key_env, tokenizer, threads)
 
     from researchrl.cli import _policy
 
-    policy = _policy(job.model, base_url, api_key_env, tokenizer, threads, max_batch=job.concurrency)
+    policy = _policy(job.model, base_url, api_key_env, tokenizer, threads, max_batch=job.concurrency, bf16=job.bf16)
     try:
         with Progress(TextColumn("answers"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as progress:
             bar = progress.add_task("answers", total=earlier + len(todo), completed=earlier)

@@ -73,6 +73,7 @@ def ask(
     temperature: float = options.TEMPERATURE,
     gold: list[str] = typer.Option([], help="Gold answer(s) to score against; repeat the flag for aliases."),
     threads: Optional[int] = options.THREADS,
+    bf16: Optional[bool] = options.BF16,
     save: Optional[Path] = typer.Option(None, help="Also write the trajectory as JSON to this file (one question only)."),
     file_: Optional[Path] = typer.Option(None, "--file", help='A .jsonl of questions to answer in a batch: {"question": ...} a line, optional "id" and gold "answers"; needs --out.'),
     out: Optional[Path] = typer.Option(None, help="With --file: the answers, a JSON line per question as each ends; rerun to resume (settings in OUT.config.json)."),
@@ -95,14 +96,15 @@ def ask(
         if protocol not in ("deepresearcher", "search_r1"):
             raise ConfigError(f"--protocol must be deepresearcher or search_r1, not {protocol!r}")
         chosen = resolve_flags(ctx, EPISODE_FLAGS, run, phase, config, set_, model)
+        decode_bf16 = options.local_bf16(bf16, base_url, chosen.run.eval_bf16 if chosen.run else None)
         if file_ is not None:
             from researchrl.answers import AnswerJob, answer_file
 
-            job = AnswerJob(file_, out, chosen.model, chosen.agent, chosen.env, concurrency)  # type: ignore[arg-type]
+            job = AnswerJob(file_, out, chosen.model, chosen.agent, chosen.env, concurrency, decode_bf16)  # type: ignore[arg-type]
             outcome = answer_file(job, base_url, api_key_env, tokenizer, threads)
         else:
             trajectory, spend = asyncio.run(
-                _ask(question, gold, chosen.model, base_url, api_key_env, tokenizer, threads, chosen.env, chosen.agent)
+                _ask(question, gold, chosen.model, base_url, api_key_env, tokenizer, threads, chosen.env, chosen.agent, decode_bf16)
             )
     from researchrl.display import print_trajectory, web_summary
     from researchrl.web.redact import scrub
@@ -120,14 +122,14 @@ def ask(
         console.print(f"saved {save}")
 
 
-async def _ask(question, gold, model, base_url, api_key_env, tokenizer, threads, env, cfg):  # noqa: ANN001, ANN202
+async def _ask(question, gold, model, base_url, api_key_env, tokenizer, threads, env, cfg, bf16):  # noqa: ANN001, ANN202
     """Load the policy, open the environment, run the episode, close everything; the episode and what the web cost."""
     from researchrl.agent.loop import run_episode
     from researchrl.environment import open_environment
     from researchrl.types import Question
 
     golds = tuple(gold) or _known_answers(question)
-    policy = _policy(model, base_url, api_key_env, tokenizer, threads)
+    policy = _policy(model, base_url, api_key_env, tokenizer, threads, bf16=bf16)
     try:
         async with open_environment(env, cfg.protocol) as tools:
             with console.status("researching…"):

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from researchrl.environment import SEARCH_NAMES
-from researchrl.errors import EnvironmentFault, UserError
+from researchrl.errors import ConfigError, EnvironmentFault, UserError
 from researchrl.web.redact import guard_process, redact
 
 err_console = Console(stderr=True)
@@ -48,6 +48,7 @@ MAX_NEW_TOKENS = typer.Option(512, min=1, help="Tokens per policy turn (paper: 2
 MAX_CONTEXT_TOKENS = typer.Option(None, min=1, help="Context budget of an episode in tokens (default: the config's, 32768 as the paper); a served policy's own context size caps it too.")
 TEMPERATURE = typer.Option(0.0, min=0.0, help="Sampling temperature (0 = greedy, the paper's evaluation).")
 THREADS = typer.Option(None, min=1, help="Torch threads for a local model (default: the free cores).")
+BF16 = typer.Option(None, "--bf16/--no-bf16", help="A local model decodes with bfloat16 weights (~1.6x faster on a CPU with native bf16, ~3.5x slower on an AVX2-only one); default: as the run's own evaluations (--run), else float32.")
 RUN = typer.Option(None, help="A run directory made by researchrl train: use its model and its env and agent settings (greedy); flags you give override them.")
 PHASE = typer.Option("after", help="With --run, which model: after (GRPO) | after_sft (warm-up) | before (base).")
 CONFIG = typer.Option(None, help="TOML config file (see researchrl/configs/cpu.toml): its env and agent sections, and for train every key.")
@@ -59,3 +60,11 @@ READER_URL = typer.Option(None, help="OpenAI-compatible base URL of the reader L
 READER_MODEL = typer.Option("qwen-plus", help="Reader model name (--reader llm).")
 READER_MAX_TOKENS = typer.Option(None, min=1, help="Tokens per reader reply (--reader llm; default: no limit, as the paper).")
 PROTOCOL = typer.Option("deepresearcher", help="Turn protocol: deepresearcher | search_r1.")
+
+
+def local_bf16(flag: bool | None, base_url: str | None, run_eval_bf16: bool | None) -> bool:
+    """Whether a local model decodes in bf16: --bf16/--no-bf16, else as the run's evaluations did (--run), else not;
+    a --base-url server chooses its own precision."""
+    if flag and base_url:
+        raise ConfigError("--bf16 decodes a local model; a --base-url server chooses its own precision")
+    return not base_url and bool(run_eval_bf16 if flag is None else flag)

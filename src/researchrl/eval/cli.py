@@ -51,7 +51,7 @@ def eval_command(
     judge_key_env: str = typer.Option("JUDGE_API_KEY", help="Environment variable holding the judge's key."),
     judge_max_tokens: Optional[int] = typer.Option(None, min=1, help="Tokens per judge reply (default: no limit, as the paper)."),
     threads: Optional[int] = options.THREADS,
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="A local model decodes with bfloat16 weights (~1.6x faster on a CPU with native bf16, ~3.5x slower on an AVX2-only one); default: as the run's own evaluations (--run), else float32."),
+    bf16: Optional[bool] = options.BF16,
     executor: str = typer.Option("local", help="Where search/fetch/read calls run: local | ray (a pool of Ray tool workers)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address for --executor ray (default: start a local Ray)."),
     ray_workers: int = typer.Option(2, min=1, help="Ray tool workers for --executor ray."),
@@ -81,8 +81,6 @@ def eval_command(
             limit = limit or chosen.run.eval_questions  # type: ignore[union-attr]
             if not heldout:
                 raise ConfigError(f"{run} held out no questions (heldout = 0): give --data")
-        if bf16 and base_url:
-            raise ConfigError("--bf16 decodes a local model; a --base-url server chooses its own precision")
         if data is None:
             raise ConfigError("--data is required (a .parquet or .jsonl QA file), unless --run names a run with held-out questions")
         if out is None:
@@ -93,7 +91,7 @@ def eval_command(
                       concurrency=concurrency, rag_k=rag_k, heldout=heldout,
                       provenance={"run": str(run), "phase": phase, "overrides": chosen.overrides} if run else {},
                       endpoint=base_url or None, tokenizer=tokenizer,
-                      bf16=not base_url and bool(chosen.run.eval_bf16 if bf16 is None and run is not None else bf16))  # type: ignore[union-attr]
+                      bf16=options.local_bf16(bf16, base_url, chosen.run.eval_bf16 if chosen.run else None))
         check_job(job)  # report a bad flag or file before loading a model
         rows, spend = asyncio.run(_run(job, api_key_env, threads, judge_url, judge_model, judge_key_env, judge_max_tokens))
     from researchrl.display import web_summary
