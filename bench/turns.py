@@ -30,9 +30,10 @@ from researchrl.prompts import BROWSE_WEBPAGE_SCHEMA, WEB_SEARCH_SCHEMA
 from researchrl.sandbox.config import shared_data_dir
 
 
-async def turns(policy: HFPolicy, starts: list[list[int]], observations: list[list[int]], budgets: list[list[int]]) -> dict[str, Any]:
-    """Greedy turns batched across rows: row i's turn k samples at most budgets[i][k] tokens, and row i stops after
-    len(budgets[i]) turns. Seconds, sampled tokens, row-steps decoded and each row's token stream."""
+async def turns(policy: HFPolicy, starts: list[list[int]], observations: list[list[list[int]]], budgets: list[list[int]]) -> dict[str, Any]:
+    """Greedy turns batched across rows: row i's turn k samples at most budgets[i][k] tokens, then observations[i][k]
+    follows, and row i stops after len(budgets[i]) turns. Seconds, sampled tokens, row-steps decoded and each row's
+    token stream."""
     contexts = [list(s) for s in starts]
     streams: list[list[int]] = [[] for _ in starts]
     before, start = policy.row_steps, time.perf_counter()
@@ -42,18 +43,19 @@ async def turns(policy: HFPolicy, starts: list[list[int]], observations: list[li
                                          for i in rows))
         for i, s in zip(rows, samples):
             streams[i] += s.token_ids
-            contexts[i] = contexts[i] + s.token_ids + observations[i]
+            contexts[i] = contexts[i] + s.token_ids + observations[i][k]
     seconds = time.perf_counter() - start
     tokens = sum(map(len, streams))
     return {"seconds": seconds, "sampled_tokens": tokens, "tokens_per_s": tokens / seconds, "row_steps": policy.row_steps - before,
             "final_context_tokens": sum(map(len, contexts)) // len(contexts), "streams": streams}
 
 
-def passage_observations(tok: Any, n: int, tokens: int) -> list[list[int]]:
-    """`n` tool responses of about `tokens` tokens each (corpus passages), closing one turn and opening the next."""
-    passages = [json.loads(line)["text"] for line in (shared_data_dir() / "wiki" / "passages.jsonl").open()][:n]
-    return [tok.hf.encode(f"<|im_end|>\n<|im_start|>user\n<tool_response>\n{p}")[:tokens]
-            + tok.hf.encode("\n</tool_response><|im_end|>\n<|im_start|>assistant\n") for p in passages]
+def passage_observations(tok: Any, sizes: list[int]) -> list[list[int]]:
+    """Tool responses of `sizes` tokens (the j-th: corpus passages j onward, cut), each closing one turn and opening
+    the next."""
+    passages = [json.loads(line)["text"] for line in (shared_data_dir() / "wiki" / "passages.jsonl").open()][: len(sizes) + 8]
+    return [tok.hf.encode(f"<|im_end|>\n<|im_start|>user\n<tool_response>\n{' '.join(passages[j : j + 8])}")[:size]
+            + tok.hf.encode("\n</tool_response><|im_end|>\n<|im_start|>assistant\n") for j, size in enumerate(sizes)]
 
 
 def decode_step(policy: HFPolicy, rows: int, context: int, growing: bool, steps: int = 6) -> float:
@@ -102,12 +104,13 @@ def main() -> None:
     questions = load_questions(shared_data_dir() / "wiki" / "questions.jsonl")[: args.rows]
     protocol = DeepResearcherProtocol()
     starts = [render.start(tok, protocol, q.question, [WEB_SEARCH_SCHEMA, BROWSE_WEBPAGE_SCHEMA]).ids for q in questions]
-    observations = passage_observations(tok, args.rows, args.observation_tokens)
+    observations = passage_observations(tok, [args.observation_tokens] * args.rows)
     budgets = [[args.max_new_tokens] * args.turns for _ in starts]
     full = HFPolicy(policy.model, tok.hf, max_batch=args.rows, turn_cache_bytes=0)
     reused = HFPolicy(policy.model, tok.hf, max_batch=args.rows)
-    a = asyncio.run(turns(full, starts, observations, budgets))
-    b = asyncio.run(turns(reused, starts, observations, budgets))
+    each_turn = [[o] * args.turns for o in observations]
+    a = asyncio.run(turns(full, starts, each_turn, budgets))
+    b = asyncio.run(turns(reused, starts, each_turn, budgets))
     same = sum(x == y for x, y in zip(a.pop("streams"), b.pop("streams")))
     result: dict[str, Any] = {
         "rows": args.rows, "turns": args.turns, "max_new_tokens": args.max_new_tokens,

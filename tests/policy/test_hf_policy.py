@@ -192,6 +192,71 @@ async def test_cascade_samples_what_a_prefix_copied_into_every_row_does(policy) 
         assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-3
 
 
+async def test_a_prefill_grouped_by_length_samples_what_one_padded_prefill_does(policy) -> None:  # noqa: ANN001
+    """Second turns whose observations differ tenfold in length: sorted and prefilled in groups of similar widths
+    (into views of one cache), the rows sample what one forward padding every row to the longest samples, and their
+    KV serves a third turn as well."""
+    from researchrl.policy.hf import HFPolicy
+
+    questions = [*QUESTIONS, "Which river flows through Vienna?"]
+    lengths = [40, 2, 36, 3]  # sentences of observation per row: requests arrive unsorted
+    grouped = HFPolicy(policy.model, policy.tokenizer.hf)
+    padded = HFPolicy(policy.model, policy.tokenizer.hf, group_prefill=False)
+    greedy = Sampling(temperature=0.0, max_new_tokens=10)
+    ctxs = contexts(policy, questions)
+    results = []
+    for p in (grouped, padded):
+        turns = ctxs
+        out = []
+        for turn in range(3):
+            samples = await asyncio.gather(*(p.generate(c, greedy) for c in turns))
+            out += samples
+            turns = [Context(c.ids + s.token_ids + policy.tokenizer.hf.encode(
+                f"<|im_start|>user\n{'The Danube passes Vienna and Budapest. ' * n * (turn + 1)}<|im_end|>\n<|im_start|>assistant\n"), [], "")
+                for c, s, n in zip(turns, samples, lengths)]
+        results.append(out)
+    assert grouped._turns.hits == padded._turns.hits == 8  # turns 2 and 3 fed only their new tokens
+    assert grouped.prefill_forwards > padded.prefill_forwards == 3  # the long and the short rows were fed apart
+    for a, b in zip(*results):
+        assert a.token_ids == b.token_ids
+        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-3
+
+
+async def test_episodes_back_from_tools_at_different_times_decode_as_one_batch(policy) -> None:  # noqa: ANN001
+    """Four episodes whose tool calls end 0-0.3 s apart take their next turn together, while one that ended (never
+    asks again) holds the batch up only `linger` s; with no lingering they split into several decodes."""
+    from researchrl.policy.hf import HFPolicy
+
+    greedy = Sampling(temperature=0.0, max_new_tokens=4)
+    ctxs = contexts(policy, [*QUESTIONS, "Which river flows through Vienna?"])
+
+    async def episode(p: HFPolicy, ctx: Context, tool_seconds: float | None) -> None:
+        first = await p.generate(ctx, greedy)
+        if tool_seconds is not None:  # None: the episode answered and ended
+            await asyncio.sleep(tool_seconds)
+            await p.generate(Context(ctx.ids + first.token_ids + policy.tokenizer.hf.encode("<|im_start|>user\nNo results.<|im_end|>\n<|im_start|>assistant\n"), [], ""), greedy)
+
+    waits = HFPolicy(policy.model, policy.tokenizer.hf, linger=1.0)
+    await asyncio.gather(*(episode(waits, c, t) for c, t in zip(ctxs, [0.0, 0.1, 0.2, 0.3])))
+    assert waits.batch_sizes == {4: 2}
+    ended = HFPolicy(policy.model, policy.tokenizer.hf, linger=0.2)
+    await asyncio.gather(*(episode(ended, c, t) for c, t in zip(ctxs, [0.0, 0.1, None, 0.15])))
+    assert ended.batch_sizes == {4: 1, 3: 1}
+    hasty = HFPolicy(policy.model, policy.tokenizer.hf, linger=0.0)
+    await asyncio.gather(*(episode(hasty, c, t) for c, t in zip(ctxs, [0.0, 0.5, 1.0, 1.5])))
+    assert sum(hasty.batch_sizes.values()) > 2
+
+
+def test_prefill_groups_feed_the_fewest_tokens() -> None:
+    from researchrl.policy.decode import prefill_groups
+
+    assert prefill_groups([10, 12, 300, 310], cost=128) == [(0, 2), (2, 4)]  # 2*12 + 2*310 + 2*128 < 4*310 + 128
+    assert prefill_groups([100, 110, 120], cost=128) == [(0, 3)]  # splitting saves less than a forward costs
+    assert prefill_groups([5, 200], cost=0) == [(0, 1), (1, 2)]
+    assert prefill_groups([7], cost=128) == [(0, 1)]
+    assert prefill_groups([], cost=128) == []
+
+
 def test_turn_cache_is_bounded_and_takes_the_longest_prefix() -> None:
     torch = pytest.importorskip("torch")
     from researchrl.policy.kvcache import RowKV, TurnCache

@@ -3,7 +3,10 @@
 transformers' `generate` decodes every row until the last one stops. An agent's turn ends at its own stop string,
 EOS or budget, so in a 50-row evaluation about 30 % of the rows decoded were rows already done (the seed-0 run's
 after_sft turns). Here a row that finishes hands over its tokens and KV at once, and the batch is compacted (one
-copy of the live rows' KV) when the live rows fall to RETIRE_AT of its rows. bench/decode.py times both.
+copy of the live rows' KV) when the live rows fall to RETIRE_AT of its rows. A later turn's rows feed observations
+of different lengths (47-325 tokens in a seed-1 run's rollouts): padded to the longest, about a third of a prefill's
+tokens were padding; rows sorted by length run their prefill as a few forwards of similar widths instead.
+bench/decode.py times these against padding and decoding every row to the last.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from researchrl.policy.base import FinishReason, Sampling
 from researchrl.policy.cascade import cascading
 
 RETIRE_AT = 0.75  # compact the batch when this fraction of its rows or fewer are still decoding
+GROUP_COST = 128  # a forward's fixed cost counted in fed tokens, paid once per group of a grouped prefill
 
 
 @dataclass(eq=False)
@@ -42,6 +46,7 @@ def decode(
     cache_arg: str,
     retire: bool = True,
     prefix: Any = None,
+    groups: list[tuple[int, int]] | None = None,
 ) -> tuple[list[Decoded], int]:
     """Decode every row to its EOS, stop string or budget; returns the rows and the row-steps fed after the prefill.
 
@@ -52,30 +57,45 @@ def decode(
     `cache_arg` is the forward's name for the cache (transformers 5.2x renamed `past_key_values` to `cache`).
     `prefix`, a batch-1 cache of tokens every row shares before its own, is attended by cascade (policy/cascade.py):
     `cache`, `input_ids` and `attention` then hold only what comes after it.
+    `groups`: row ranges of a batch sorted by new tokens (`prefill_groups`), each prefilled by its own forward at its
+    longest row's width, into a cache laid out beforehand (`batch_cache` with rows or a prefix); None: one forward.
     """
     import torch
+    from transformers.cache_utils import Cache
 
     first = samplings[0]
     generator = torch.Generator().manual_seed(first.seed) if first.temperature > 0 and first.seed is not None else None
     rows = list(range(len(samplings)))  # batch index -> request index
     live = [True] * len(rows)
     out = [Decoded() for _ in samplings]
-    filled = cache.get_seq_length()
-    feed, mask = input_ids[:, filled:], attention
+    filled, end = cache.get_seq_length(), attention.shape[1]
     shared = prefix.get_seq_length() if prefix is not None else 0
     positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, filled:] + shared  # left padding: each row counts from its first token
-    extra: dict[str, Any] = {cache_arg: cache} if prefix is None else {cache_arg: cache, "cascade_prefix": prefix}
+    extra: dict[str, Any] = {} if prefix is None else {"cascade_prefix": prefix}
     if "logits_to_keep" in inspect.signature(model.forward).parameters:
         extra["logits_to_keep"] = 1
+
+    def forward(ids: Any, mask: Any, at_positions: Any, at: int, kv: Any) -> Any:
+        """The next-token logits of each row after feeding `ids` at cache columns at.. into `kv`."""
+        return model(input_ids=ids, attention_mask=mask, position_ids=at_positions, cache_position=torch.arange(at, at + ids.shape[1]),
+                     use_cache=True, **{cache_arg: kv}, **extra).logits[:, -1].float()
+
     row_steps = 0
     with nullcontext() if prefix is None else cascading(model):
+        if groups is None or len(groups) == 1:
+            logits = forward(input_ids[:, filled:], attention, positions, filled, cache)
+        else:  # each group fed at its longest row's width, into views of the batch's cache rows
+            widths = attention[:, filled:].sum(-1)  # each row's new tokens, right-aligned at column `end`
+            parts = []
+            for lo, hi in groups:
+                at = end - int(widths[lo:hi].max())
+                view = Cache(layers=[layer.rows(lo, hi, at) for layer in cache.layers])
+                parts.append(forward(input_ids[lo:hi, at:], attention[lo:hi], positions[lo:hi, at - filled :], at, view))
+            for layer in cache.layers:
+                layer.show(end)
+            logits = torch.cat(parts)
+        filled, mask = end, attention
         while True:
-            step = feed.shape[1]
-            logits = model(
-                input_ids=feed, attention_mask=mask, position_ids=positions, cache_position=torch.arange(filled, filled + step),
-                use_cache=True, **extra,
-            ).logits[:, -1].float()
-            filled += step
             chosen = _choose(logits, first, generator)
             picked = torch.log_softmax(logits, -1).gather(1, chosen[:, None]).squeeze(1).tolist()
             for b, (r, token, logprob) in enumerate(zip(rows, chosen.tolist(), picked)):
@@ -90,9 +110,26 @@ def decode(
                     layer.keep_rows(keep)
                 rows, live = [rows[b] for b in keep.tolist()], [True] * len(keep)
                 chosen, mask, positions = chosen[keep], mask[keep], positions[keep]
-            feed, positions = chosen[:, None], positions[:, -1:] + 1
+            positions = positions[:, -1:] + 1
             mask = torch.cat([mask, mask.new_ones(len(rows), 1)], 1)
             row_steps += len(rows)
+            logits = forward(chosen[:, None], mask, positions, filled, cache)
+            filled += 1
+
+
+def prefill_groups(widths: list[int], cost: int = GROUP_COST) -> list[tuple[int, int]]:
+    """Row ranges [lo, hi) that split a prefill whose rows feed `widths` new tokens (ascending) into forwards, each
+    feeding its rows at its longest row's width: the split that feeds the fewest tokens, `cost` per forward counted."""
+    best, cut = [0], [0]  # best[j]: fewest tokens to feed rows[:j]; cut[j]: where its last range starts
+    for j in range(1, len(widths) + 1):
+        tokens, i = min((best[i] + (j - i) * widths[j - 1] + cost, i) for i in range(j))
+        best.append(tokens)
+        cut.append(i)
+    groups, j = [], len(widths)
+    while j > 0:
+        groups.append((cut[j], j))
+        j = cut[j]
+    return groups[::-1]
 
 
 def _choose(logits: Any, sampling: Sampling, generator: Any) -> Any:

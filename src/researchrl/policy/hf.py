@@ -11,11 +11,12 @@ from typing import Any
 from researchrl.errors import MissingDependency
 from researchrl.policy.base import Context, Sample, Sampling
 from researchrl.policy.cascade import fits
-from researchrl.policy.decode import Decoded, decode
+from researchrl.policy.decode import Decoded, decode, prefill_groups
 from researchrl.policy.tokenizers import HFChatTokenizer
 
 MIN_PREFIX = 32  # shorter shared prefixes are not worth a cache
 TURN_CACHE_BYTES = 4 << 30  # rows' KV kept between turns: 50 five-turn SmolLM2-135M episodes hold ~2.5 GB at the end
+LINGER = 0.5  # seconds a batch waits for the next request while episodes it served may still come back
 TRAIN_INSTALL = "a local model needs the [train] extra: pip install torch==2.13.0 && pip install -e '.[train]'"
 
 
@@ -43,6 +44,8 @@ class HFPolicy:
         turn_cache_bytes: int = TURN_CACHE_BYTES,
         retire: bool = True,
         cascade: bool = True,
+        group_prefill: bool = True,
+        linger: float = LINGER,
     ):
         from researchrl.policy.kvcache import TurnCache, cache_keyword
 
@@ -63,6 +66,14 @@ class HFPolicy:
         self.retire = retire  # finished rows leave the batch mid-decode (policy/decode.py); off: every row to the last
         self.row_steps = 0  # rows fed per decode step, summed: is retiring working?
         self.cascade = cascade and fits(model)  # the shared prefix attended once per step, not copied per row (CPU)
+        self.group_prefill = group_prefill  # rows sorted by new tokens, prefilled in groups of similar widths (decode.py)
+        self.prefill_forwards = 0  # forwards that prefilled a batch's new tokens, summed: is grouping working?
+        # Episodes served come back for their next turn after their tool calls, which end at different times: a batch
+        # taken at the first arrival splits them into cohorts that stay apart (13 decodes for 5 turns of a 50-question
+        # evaluation). So a batch waits while rows it handed out have not come back, until `linger` s pass with no
+        # arrival (those episodes ended) or max_batch rows wait.
+        self.linger = linger
+        self._out = 0  # rows handed out whose episodes have not asked again (some never will: they ended)
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
 
@@ -89,6 +100,7 @@ class HFPolicy:
             self._worker = loop.create_task(self._run())
         request = _Request(list(context.ids), sampling, loop.create_future())
         self._pending.append(request)
+        self._out = max(0, self._out - 1)
         assert self._wake is not None
         self._wake.set()
         return await request.future
@@ -101,6 +113,7 @@ class HFPolicy:
             self._wake.clear()
             await asyncio.sleep(0)
             while self._pending:
+                await self._gather()
                 batch = self._take_batch()
                 try:
                     samples = await asyncio.to_thread(self._generate_batch, batch)
@@ -112,6 +125,18 @@ class HFPolicy:
                 for request, sample in zip(batch, samples):
                     if not request.future.done():
                         request.future.set_result(sample)
+                self._out += len(batch)
+
+    async def _gather(self) -> None:
+        """Wait for more requests while rows handed out are still out, until `linger` s pass without one."""
+        assert self._wake is not None
+        while self._out > 0 and len(self._pending) < self.max_batch:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.linger)
+            except TimeoutError:
+                self._out = 0  # the rest ended
+                return
 
     def _take_batch(self) -> list[_Request]:
         """Up to max_batch waiting requests that share decoding settings (stop strings and seed may differ)."""
@@ -138,6 +163,8 @@ class HFPolicy:
         rows = [self._turns.take(r.ids[len(shared) :]) if self.turn_cache else None for r in batch]
         cached = [len(row.tokens) if row else 0 for row in rows]
         suffixes = [r.ids[len(shared) + c :] for r, c in zip(batch, cached)]
+        order = sorted(range(len(batch)), key=lambda i: len(suffixes[i])) if self.group_prefill else list(range(len(batch)))
+        batch, rows, cached, suffixes = ([x[i] for i in order] for x in (batch, rows, cached, suffixes))
         width, lead, pad = max(map(len, suffixes)), max(cached), tok.pad_token_id
         cascade = self.cascade and prefix is not None
         laid = [] if cascade else shared  # the shared prefix in every row's columns, unless attended by cascade
@@ -157,14 +184,20 @@ class HFPolicy:
         max_new = max(r.sampling.max_new_tokens for r in batch)
         with torch.inference_mode():
             cache = batch_cache(None if cascade else prefix, rows, width + max_new, self.model.config.num_hidden_layers)
+            laid_out = cache.layers[0].is_initialized  # an empty cache takes its size from one first forward
+            groups = prefill_groups([len(x) for x in suffixes]) if self.group_prefill and laid_out else None
+            self.prefill_forwards += len(groups) if groups else 1
             decoded, row_steps = decode(
                 self.model, cache, torch.tensor(input_ids), torch.tensor(attention), [r.sampling for r in batch],
                 tok.eos_token_id, lambda t: tok.hf.decode([t], skip_special_tokens=False),
                 keep_turn if self.turn_cache else lambda *_: None, self._cache_arg, retire=self.retire,
-                prefix=prefix if cascade else None,
+                prefix=prefix if cascade else None, groups=groups,
             )
         self.row_steps += row_steps
-        return [self._sample(row) for row in decoded]
+        samples: list[Sample] = [None] * len(batch)  # type: ignore[list-item]
+        for i, row in zip(order, decoded):
+            samples[i] = self._sample(row)
+        return samples
 
     def _shared_prefix(self, rows: list[list[int]]) -> list[int]:
         """The longest prefix all rows share (at least one token of each row left to feed); [] when caching is off."""

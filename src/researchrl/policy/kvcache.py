@@ -61,6 +61,17 @@ class GrowingLayer(DynamicLayer):
         self._show(n + m)
         return self.keys, self.values
 
+    def rows(self, lo: int, hi: int, filled: int) -> GrowingLayer:
+        """A layer over batch rows lo..hi of these buffers (a view: its writes land here) showing `filled` positions;
+        those between what this layer shows and `filled` are zeroed (padding that the rows' masks hide must be finite)."""
+        shown = self.keys.shape[-2]
+        self._k[lo:hi, :, shown:filled], self._v[lo:hi, :, shown:filled] = 0.0, 0.0
+        return GrowingLayer(0, (self._k[lo:hi], self._v[lo:hi]), filled=filled)
+
+    def show(self, n: int) -> None:
+        """The first `n` positions are filled (after views of its rows wrote them)."""
+        self._show(n)
+
     def keep_rows(self, index: Any) -> None:
         """Only the batch rows at `index` (a LongTensor) stay: finished rows leave a decode, one copy of the rest."""
         n = self.keys.shape[-2]
