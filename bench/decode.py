@@ -10,7 +10,7 @@ attention (policy/cascade.py), retiring rows and the prefill grouped by length (
 every row's prefill padded to the longest; retiring rows with the prefix copied into every row; and none of these
 (every row decodes to the batch's last, as `model.generate` does). The script checks that all sample the
 same tokens, and samples the process's RSS (the first arm starts on the freshest heap, so its peak is the least
-flattered). --bf16 adds a fourth arm: cascade and retiring rows on a bfloat16 copy of the model (`eval_bf16`, how
+flattered). --bf16 adds an arm: cascade, grouping and retiring rows on a bfloat16 copy of the model (`eval_bf16`, how
 the cpu preset's evaluations decode where `amp` is on); its greedy tokens differ from float32's, so it is counted
 apart. --arms runs a subset.
 

@@ -89,7 +89,7 @@ def test_answers_from_before_bf16_was_recorded_resume_as_float32_and_a_bf16_reru
     assert (code, errors) == (0, []) and "0 written now, 3 from before, of 3" in stdout
     code, errors, _ = ask("--file", questions, "--out", out, *QUICK, "--bf16")
     assert code == 2 and len(errors) == 1
-    assert errors[0].startswith(f"error: --out {out} holds answers of a different job (bf16: None, now True)")
+    assert errors[0].startswith(f"error: --out {out} holds answers of a different job (bf16 False there, True now)")
 
 
 @pytest.mark.model
@@ -110,7 +110,7 @@ def test_a_different_job_into_the_same_out_is_refused(answered: Path, tmp_path: 
     before = out.read_bytes()
     code, errors, _ = ask("--file", questions, "--out", out, "--max-turns", "3", "--max-new-tokens", "48")
     assert code == 2 and len(errors) == 1
-    assert errors[0].startswith(f"error: --out {out} holds answers of a different job (agent.max_turns: 2, now 3)")
+    assert errors[0].startswith(f"error: --out {out} holds answers of a different job (agent.max_turns 2 there, 3 now)")
     assert out.read_bytes() == before
 
 

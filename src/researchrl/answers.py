@@ -15,7 +15,7 @@ from researchrl.data.load import to_question
 from researchrl.data.rows import InputError, jsonl_rows
 from researchrl.environment import EnvConfig, open_environment
 from researchrl.errors import UserError
-from researchrl.eval.benchmark import LATER_KEYS, _settled, load_done
+from researchrl.eval.benchmark import _settled, changed_settings, load_done
 from researchrl.outputs import check_file
 from researchrl.policy.base import Policy
 from researchrl.records import trajectory_record
@@ -100,11 +100,9 @@ def _check_same_job(job: AnswerJob) -> None:
         before = flatten(json.loads(job.config_path.read_text()))
     except (ValueError, AttributeError):
         raise UserError(f"{job.config_path} is not the JSON object researchrl ask --file writes") from None
-    now = flatten(job.settings())
-    changed = [key for key in RESUME_KEYS if before.get(key, LATER_KEYS.get(key)) != now.get(key)]
+    changed = changed_settings(before, flatten(job.settings()), RESUME_KEYS)
     if changed:
-        differences = ", ".join(f"{key}: {before.get(key)!r}, now {now.get(key)!r}" for key in changed)
-        raise UserError(f"--out {job.out} holds answers of a different job ({differences}); "
+        raise UserError(f"--out {job.out} holds answers of a different job ({'; '.join(changed)}); "
                         "use another --out, or the same settings to resume")
 
 

@@ -170,7 +170,7 @@ def _known_answers(question: str) -> tuple[str, ...]:
 @app.command()
 def train(
     ctx: typer.Context,
-    preset: str = typer.Option("cpu", help="Preset (researchrl/configs/NAME.toml): cpu (a 2-core laptop, ~90 min measured) | paper (Qwen2.5-7B on GPUs, not run here) | paper-mini (paper's code paths with the embedded model: vLLM, LLM reader; run it as 2 processes)."),
+    preset: str = typer.Option("cpu", help="Preset (researchrl/configs/NAME.toml): cpu (a 2-core laptop, 16-41 min measured by CPU and seed) | paper (Qwen2.5-7B on GPUs, not run here) | paper-mini (paper's code paths with the embedded model: vLLM, LLM reader; run it as 2 processes)."),
     config: Optional[Path] = options.CONFIG,
     set_: list[str] = options.SET,
     output_dir: Optional[Path] = typer.Option(None, help="Where the timestamped run directory is created (default: the config's output_dir, runs/)."),

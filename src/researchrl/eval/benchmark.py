@@ -107,15 +107,19 @@ def check_job(job: EvalJob) -> list[Question]:
         raise UserError(f"{job.data}: question ids repeat ({', '.join(duplicates[:3])}…): ids key the resumable records")
     saved = job.out / "eval_config.json"
     if saved.exists():
-        before, now = json.loads(saved.read_text()), job.settings()
-        before = {**LATER_KEYS, **before}
-        changed = [f"{key} {before.get(key)!r} there, {now.get(key)!r} now" for key in RESUME_KEYS
-                   if before.get(key) != now.get(key)]
+        changed = changed_settings(json.loads(saved.read_text()), job.settings(), RESUME_KEYS)
         if changed:
             raise UserError(
                 f"{job.out} holds a different evaluation ({'; '.join(changed)}); use another --out to start a new one"
             )
     return questions
+
+
+def changed_settings(before: dict[str, Any], now: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """"key X there, Y now" for each of `keys` that differs between a saved job and this one (LATER_KEYS fill in
+    what an older file lacks), so a resumed job never mixes records made two ways."""
+    before = {**LATER_KEYS, **before}
+    return [f"{key} {before.get(key)!r} there, {now.get(key)!r} now" for key in keys if before.get(key) != now.get(key)]
 
 
 class _Records:
