@@ -116,7 +116,7 @@ def check_job(job: EvalJob) -> list[Question]:
 
 
 def changed_settings(before: dict[str, Any], now: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
-    """"key X there, Y now" for each of `keys` that differs between a saved job and this one (LATER_KEYS fill in
+    """A "key X there, Y now" for each of `keys` that differs between a saved job and this one (LATER_KEYS fill in
     what an older file lacks), so a resumed job never mixes records made two ways."""
     before = {**LATER_KEYS, **before}
     return [f"{key} {before.get(key)!r} there, {now.get(key)!r} now" for key in keys if before.get(key) != now.get(key)]
