@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,8 @@ async def turns(policy: HFPolicy, starts: list[list[int]], observations: list[li
 def passage_observations(tok: Any, sizes: list[int]) -> list[list[int]]:
     """Tool responses of `sizes` tokens (the j-th: corpus passages j onward, cut), each closing one turn and opening
     the next."""
-    passages = [json.loads(line)["text"] for line in (shared_data_dir() / "wiki" / "passages.jsonl").open()][: len(sizes) + 8]
+    with (shared_data_dir() / "wiki" / "passages.jsonl").open() as lines:  # the first lines only: bench/decode.py calls this per row
+        passages = [json.loads(line)["text"] for line in islice(lines, len(sizes) + 8)]
     return [tok.hf.encode(f"<|im_end|>\n<|im_start|>user\n<tool_response>\n{' '.join(passages[j : j + 8])}")[:size]
             + tok.hf.encode("\n</tool_response><|im_end|>\n<|im_start|>assistant\n") for j, size in enumerate(sizes)]
 

@@ -194,10 +194,8 @@ class HFPolicy:
                 prefix=prefix if cascade else None, groups=groups,
             )
         self.row_steps += row_steps
-        samples: list[Sample] = [None] * len(batch)  # type: ignore[list-item]
-        for i, row in zip(order, decoded):
-            samples[i] = self._sample(row)
-        return samples
+        by_request = dict(zip(order, decoded))  # decoded rows are in sorted order; callers get theirs back in theirs
+        return [self._sample(by_request[i]) for i in range(len(batch))]
 
     def _shared_prefix(self, rows: list[list[int]]) -> list[int]:
         """The longest prefix all rows share (at least one token of each row left to feed); [] when caching is off."""
